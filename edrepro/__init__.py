@@ -1,0 +1,3 @@
+"""edrepro: energy discrepancy, reproduced."""
+
+__version__ = "0.1.0"

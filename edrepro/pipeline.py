@@ -1,0 +1,289 @@
+"""Notebook → papermill → Jupyter Book pipeline.
+
+Source of truth for each chapter is the MyST-markdown notebook ``notebooks/NAME.md``
+(paired with ``notebooks/NAME.ipynb`` by jupytext). A run converts the source with
+jupytext, executes it with papermill under a *profile* (``smoke``, ``quick``,
+``paper``) whose parameters come from ``notebooks/params/NAME/PROFILE.yaml``, and
+writes the executed copy to ``_build/executed/PROFILE/NAME.ipynb``. The book renders
+those executed copies; Jupyter Book never executes anything itself.
+
+A run is skipped when an executed copy exists whose cache key — a hash of the
+source text, the parameter file and the profile — matches, unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PROFILES = ("smoke", "quick", "paper")
+CACHE_FIELD = "edrepro"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook cell raised; the message names the notebook and the cell."""
+
+
+@dataclass
+class RunRecord:
+    """What happened to one notebook in a run."""
+
+    name: str
+    profile: str
+    status: str  # "executed", "cached" or "failed"
+    seconds: float
+    output: Path
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: the nearest folder above ``start`` (or the cwd, then this package) holding ``_config.yml`` and ``notebooks/``."""
+    candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent]
+    for base in candidates:
+        for folder in (base, *base.parents):
+            if (folder / "_config.yml").is_file() and (folder / "notebooks").is_dir():
+                return folder
+    raise FileNotFoundError(
+        "could not find the edrepro repository (a folder with _config.yml and notebooks/); "
+        "run this command from a checkout of the repository"
+    )
+
+
+def book_config(root: Path) -> dict:
+    """The parsed top-level ``_config.yml``."""
+    return yaml.safe_load((root / "_config.yml").read_text())
+
+
+def repository_url(root: Path) -> str:
+    """The repository URL: the one place it is set is ``repository.url`` in ``_config.yml``."""
+    return book_config(root)["repository"]["url"]
+
+
+def _toc_files(entries: list) -> list[str]:
+    files = []
+    for entry in entries or []:
+        if "file" in entry:
+            files.append(entry["file"])
+        for key in ("chapters", "sections", "parts"):
+            files.extend(_toc_files(entry.get(key, [])))
+    return files
+
+
+def notebook_names(root: Path) -> list[str]:
+    """Names of the notebooks in the book's table of contents, in reading order."""
+    toc = yaml.safe_load((root / "book" / "_toc.yml").read_text())
+    files = [toc["root"], *_toc_files(toc.get("chapters", [])), *_toc_files(toc.get("parts", []))]
+    return [f for f in files if (root / "notebooks" / f"{f}.md").is_file()]
+
+
+def params_path(root: Path, name: str, profile: str) -> Path:
+    return root / "notebooks" / "params" / name / f"{profile}.yaml"
+
+
+def load_params(root: Path, name: str, profile: str) -> dict:
+    """Parameters of notebook ``name`` under ``profile`` (an empty file means the defaults)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    path = params_path(root, name, profile)
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameter file for notebook {name!r} and profile {profile!r}: expected {path}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a mapping of parameter names to values")
+    return params
+
+
+def cache_key(root: Path, name: str, profile: str) -> str:
+    """Hash of the notebook source, its parameter file and the profile."""
+    digest = hashlib.sha256()
+    digest.update((root / "notebooks" / f"{name}.md").read_bytes())
+    digest.update(params_path(root, name, profile).read_bytes())
+    digest.update(profile.encode())
+    return digest.hexdigest()
+
+
+def executed_path(root: Path, name: str, profile: str) -> Path:
+    return root / "_build" / "executed" / profile / f"{name}.ipynb"
+
+
+def _is_cached(path: Path, key: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        meta = json.loads(path.read_text())["metadata"].get(CACHE_FIELD, {})
+    except (ValueError, KeyError):
+        return False
+    return meta.get("cache_key") == key and meta.get("status") == "ok"
+
+
+def reproduce_note(name: str, profile: str) -> str:
+    """The "Reproduce this page" admonition inserted into every executed notebook."""
+    return (
+        "```{admonition} Reproduce this page\n"
+        ":class: tip\n\n"
+        f"This page was executed with the `{profile}` profile. From a checkout of the repository, after `make book` or "
+        "`pip install -e \".[book]\"`, re-run it with the CLI\n\n"
+        f"    python -m edrepro run {name} --profile {profile} --force\n\n"
+        "or with papermill directly (any profile: `smoke`, `quick`, `paper`)\n\n"
+        f"    papermill notebooks/{name}.ipynb {name}-executed.ipynb -f notebooks/params/{name}/{profile}.yaml\n"
+        "```"
+    )
+
+
+def _describe_failure(name: str, error: Exception) -> str:
+    cell = getattr(error, "exec_count", None)
+    source = (getattr(error, "source", "") or "").strip().splitlines()
+    first = source[0] if source else ""
+    what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', error)}"
+    return f"notebook {name!r} failed in cell In[{cell}] (starting `{first}`): {what}"
+
+
+def execute_notebook(root: Path, name: str, profile: str, force: bool = False, progress: bool = True) -> RunRecord:
+    """Execute ``notebooks/NAME.md`` under ``profile`` into ``_build/executed/PROFILE/NAME.ipynb``.
+
+    Raises :class:`NotebookFailed` naming the notebook and the cell when a cell raises.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    source = root / "notebooks" / f"{name}.md"
+    if not source.is_file():
+        known = ", ".join(notebook_names(root))
+        raise ValueError(f"unknown notebook {name!r}: no {source.relative_to(root)}; the book's notebooks are {known}")
+    params = load_params(root, name, profile)
+    key = cache_key(root, name, profile)
+    out = executed_path(root, name, profile)
+    if not force and _is_cached(out, key):
+        return RunRecord(name, profile, "cached", 0.0, out)
+
+    work = out.parent / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    unexecuted, executed = work / f"{name}.ipynb", work / f"{name}.out.ipynb"
+    jupytext.write(jupytext.read(source), unexecuted)
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(unexecuted), str(executed), parameters=params, kernel_name="python3",
+            cwd=str(root), progress_bar=progress, language="python",
+        )
+    except papermill.PapermillExecutionError as error:
+        raise NotebookFailed(_describe_failure(name, error)) from None
+    seconds = time.perf_counter() - start
+
+    nb = nbformat.read(executed, as_version=4)
+    first_markdown = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+    nb.cells.insert(first_markdown + 1, nbformat.v4.new_markdown_cell(reproduce_note(name, profile)))
+    nb.metadata[CACHE_FIELD] = {"cache_key": key, "profile": profile, "seconds": round(seconds, 2), "status": "ok"}
+    nbformat.write(nb, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return RunRecord(name, profile, "executed", seconds, out)
+
+
+def run_notebooks(
+    root: Path, names: list[str] | None = None, profile: str = "quick", force: bool = False, echo=print
+) -> list[RunRecord]:
+    """Execute several notebooks in order, printing one progress line per notebook."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    names = list(names) if names else notebook_names(root)
+    records = []
+    for i, name in enumerate(names, 1):
+        echo(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
+        record = execute_notebook(root, name, profile, force=force)
+        echo(f"[{i}/{len(names)}] {name}: {record.status} in {record.seconds:.1f} s", flush=True)
+        records.append(record)
+    return records
+
+
+def summary_table(records: list[RunRecord]) -> str:
+    """A plain-text table: notebook, profile, status, wall time."""
+    rows = [("notebook", "profile", "status", "seconds")]
+    rows += [(r.name, r.profile, r.status, f"{r.seconds:.1f}") for r in records]
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"total: {sum(r.seconds for r in records):.1f} s")
+    return "\n".join(lines)
+
+
+def stage_book(root: Path, profile: str, build_dir: Path) -> Path:
+    """Assemble the book's source folder: prose and TOC from ``book/`` plus the executed notebooks."""
+    src = build_dir / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    # copy2 keeps modification times so that Sphinx rebuilds only pages that changed.
+    shutil.copytree(root / "book", src, copy_function=shutil.copy2)
+    for name in notebook_names(root):
+        executed = executed_path(root, name, profile)
+        if not executed.is_file():
+            raise FileNotFoundError(f"notebook {name!r} has not been executed under profile {profile!r} ({executed})")
+        shutil.copy2(executed, src / f"{name}.ipynb")
+    return src
+
+
+def build_book(
+    root: Path, profile: str = "quick", force: bool = False, path_output: Path | None = None,
+    warnings_as_errors: bool = True, echo=print,
+) -> tuple[list[RunRecord], Path]:
+    """Execute every notebook of the TOC under ``profile`` (cached) and build the HTML book.
+
+    The HTML lands in ``PATH_OUTPUT/_build/html`` (``PATH_OUTPUT`` defaults to the repository root).
+    Returns the run records and the path of the page to open.
+    """
+    records = run_notebooks(root, profile=profile, force=force, echo=echo)
+    output = Path(path_output or root).resolve()
+    src = stage_book(root, profile, output / "_build")
+    command = [
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(src),
+        "--config", str(root / "_config.yml"), "--toc", str(src / "_toc.yml"), "--path-output", str(output),
+    ]
+    if warnings_as_errors:
+        command += ["-W", "--keep-going"]
+    echo("building the book: " + " ".join(command), flush=True)
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    result = subprocess.run(command, cwd=root, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed with exit code {result.returncode} (see the messages above)")
+    return records, output / "_build" / "html" / "index.html"
+
+
+COLAB_INSTALL_CELL = """\
+# Installs edrepro when this notebook runs in Google Colab; does nothing elsewhere.
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "edrepro @ git+{url}"], check=True)"""
+
+
+def colab_install_source(root: Path) -> str:
+    """The first code cell of every notebook, built from ``repository.url`` in ``_config.yml``."""
+    return COLAB_INSTALL_CELL.format(url=repository_url(root))
+
+
+def sync_notebooks(root: Path) -> list[str]:
+    """Rewrite each notebook's Colab install cell from ``_config.yml`` and re-pair the ``.ipynb`` files.
+
+    Returns the names of the notebooks whose files changed.
+    """
+    import jupytext
+
+    changed = []
+    for source in sorted((root / "notebooks").glob("*.md")):
+        nb = jupytext.read(source)
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        first_code.source = colab_install_source(root)
+        paired = source.with_suffix(".ipynb")
+        before = (source.read_text(), paired.read_text() if paired.exists() else "")
+        jupytext.write(nb, source, fmt="md:myst")
+        jupytext.write(nb, paired, fmt="ipynb")
+        if (source.read_text(), paired.read_text()) != before:
+            changed.append(source.stem)
+    return changed

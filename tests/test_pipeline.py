@@ -1,0 +1,146 @@
+"""The notebook pipeline: pairing, parameters, the Colab cell, caching and failure reporting."""
+
+import ast
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+from edrepro import pipeline
+
+from .conftest import ROOT
+
+SOURCES = sorted((ROOT / "notebooks").glob("*.md"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def _parameters_cell(nb) -> dict:
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", ()))
+    defaults = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign):
+            defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def test_every_toc_notebook_has_a_source():
+    assert "intro" in pipeline.notebook_names(ROOT)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_pair_is_in_sync_and_has_no_outputs(source):
+    paired = source.with_suffix(".ipynb")
+    assert paired.is_file(), f"{paired.name} is missing: run `jupytext --sync {source}`"
+    md, ipynb = jupytext.read(source), jupytext.read(paired)
+    assert _cells(md) == _cells(ipynb), f"{source.name} and {paired.name} differ: run `jupytext --sync {source}`"
+    for cell in ipynb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{paired.name} is committed with outputs"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_first_code_cell_is_the_colab_install_cell_from_config(source):
+    first_code = next(c for c in jupytext.read(source).cells if c.cell_type == "code")
+    assert first_code.source == pipeline.colab_install_source(ROOT), "run `python -m edrepro sync`"
+    assert pipeline.repository_url(ROOT) in first_code.source
+
+
+@pytest.mark.parametrize("name", pipeline.notebook_names(ROOT))
+def test_parameter_files_match_the_parameters_cell(name):
+    defaults = _parameters_cell(jupytext.read(ROOT / "notebooks" / f"{name}.md"))
+    assert {"seed", "device"} <= defaults.keys()
+    assert defaults["device"] == "auto"
+    for profile in pipeline.PROFILES:
+        params = pipeline.load_params(ROOT, name, profile)
+        unknown = params.keys() - defaults.keys()
+        assert not unknown, f"{profile}.yaml of {name} sets unknown parameters {sorted(unknown)}"
+    quick = pipeline.load_params(ROOT, name, "quick")
+    assert {k: defaults[k] for k in quick} == quick, "the parameters cell's defaults must be the quick values"
+
+
+def test_unknown_profile_and_notebook_are_rejected():
+    with pytest.raises(ValueError, match="profile"):
+        pipeline.load_params(ROOT, "intro", "fast")
+    with pytest.raises(ValueError, match="unknown notebook 'nope'"):
+        pipeline.execute_notebook(ROOT, "nope", "smoke")
+
+
+def _toy_repo(tmp_path: Path, body: str) -> Path:
+    """A throwaway repository with one notebook `toy` whose second code cell is ``body``."""
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    (root / "notebooks" / "params" / "toy").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: toy\n")
+    source = textwrap.dedent(
+        """\
+        ---
+        kernelspec:
+          display_name: Python 3
+          language: python
+          name: python3
+        ---
+
+        # Toy
+
+        ```{code-cell} ipython3
+        :tags: [parameters]
+
+        seed = 0
+        device = "auto"
+        value = 1
+        ```
+
+        ```{code-cell} ipython3
+        BODY
+        ```
+        """
+    ).replace("BODY", body)
+    (root / "notebooks" / "toy.md").write_text(source)
+    for profile in pipeline.PROFILES:
+        (root / "notebooks" / "params" / "toy" / f"{profile}.yaml").write_text("value: 2\n")
+    return root
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edrepro", *args], cwd=root, capture_output=True, text=True)
+
+
+def test_failing_cell_fails_run_and_book_naming_notebook_and_cell(tmp_path):
+    root = _toy_repo(tmp_path, 'raise RuntimeError("deliberate failure")')
+    for command in (["run", "toy", "--profile", "smoke"], ["book", "--profile", "smoke"]):
+        result = _cli(root, *command)
+        assert result.returncode != 0
+        assert "notebook 'toy' failed in cell" in result.stderr
+        assert "deliberate failure" in result.stderr and 'raise RuntimeError("deliberate failure")' in result.stderr
+    assert not (root / "_build" / "html").exists()
+
+
+def test_runs_are_cached_on_source_and_parameters(tmp_path):
+    root = _toy_repo(tmp_path, "assert value == 2, value\nprint('ran with', value)")
+    first = pipeline.execute_notebook(root, "toy", "smoke", progress=False)
+    assert first.status == "executed"
+    executed = jupytext.read(first.output)
+    assert any("Reproduce this page" in c.source for c in executed.cells if c.cell_type == "markdown")
+    assert executed.metadata["edrepro"]["cache_key"] == pipeline.cache_key(root, "toy", "smoke")
+    assert pipeline.execute_notebook(root, "toy", "smoke", progress=False).status == "cached"
+    assert pipeline.execute_notebook(root, "toy", "smoke", force=True, progress=False).status == "executed"
+    (root / "notebooks" / "params" / "toy" / "smoke.yaml").write_text("value: 3\n")
+    with pytest.raises(pipeline.NotebookFailed, match="AssertionError: 3"):
+        pipeline.execute_notebook(root, "toy", "smoke", progress=False)
+    (root / "notebooks" / "params" / "toy" / "smoke.yaml").write_text("value: 2\n")
+    assert pipeline.execute_notebook(root, "toy", "smoke", progress=False).status == "executed"
+
+
+def test_summary_table_lists_every_notebook():
+    records = [pipeline.RunRecord("intro", "smoke", "executed", 1.25, Path("x")), pipeline.RunRecord("myopia", "smoke", "cached", 0.0, Path("y"))]
+    table = pipeline.summary_table(records)
+    assert "intro" in table and "myopia" in table and "1.2" in table and "total: 1.2 s" in table
