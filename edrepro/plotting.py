@@ -17,7 +17,7 @@ import numpy as np
 import seaborn as sns
 import torch
 
-from . import _checks
+from . import _checks, metrics
 
 PALETTE = "colorblind"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -29,6 +29,7 @@ def set_style() -> None:
     plt.rcParams.update(
         {
             "figure.dpi": 110,
+            "figure.constrained_layout.use": True,
             "savefig.dpi": 150,
             "savefig.bbox": "tight",
             "axes.titlesize": 11,
@@ -62,32 +63,17 @@ def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = N
     return paths
 
 
-def _grid(bounds: tuple[float, float], n: int) -> tuple[torch.Tensor, np.ndarray]:
-    lo, hi = bounds
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be a finite (lo, hi) pair with lo < hi, got {bounds!r}")
-    _checks.positive_int("n", n, minimum=2)
-    axis = torch.linspace(lo, hi, n)
-    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1), axis.numpy()
-
-
-@torch.no_grad()
 def grid_density(
-    energy: Callable[[torch.Tensor], torch.Tensor],
-    bounds: tuple[float, float] = (-4.0, 4.0),
-    n: int = 100,
-    device: torch.device | str = "cpu",
+    energy: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[float, float] = (-4.0, 4.0), n: int = 100
 ) -> np.ndarray:
-    """exp(−E) on an n×n grid over the square ``bounds``, normalised to sum to 1.
+    """exp(−E) on an n×n grid over the square ``bounds``, normalised to sum to 1; rows run along y.
 
-    Grid normalisation, p_ij = exp(−E(x_ij)) / Σ_kl exp(−E(x_kl)), is what the
-    authors plot; it needs no estimate of the partition function. Rows run along y.
+    Grid normalisation, p_ij = exp(−E(x_ij)) / Σ_kl exp(−E(x_kl)), is what the authors plot;
+    it needs no estimate of the partition function (see :func:`edrepro.metrics.grid_log_density`).
     """
-    points, _ = _grid(bounds, n)
-    e = _checks.energy_output("energy", energy(points.to(device)), len(points)).float().cpu()
-    logp = -e - torch.logsumexp(-e, dim=0)
-    return logp.exp().reshape(n, n).numpy()
+    _, log_density = metrics.grid_log_density(energy, bounds, n)
+    p = torch.softmax(log_density.reshape(-1), dim=0).reshape(n, n)
+    return p.T.numpy()  # grid_log_density is indexed [i_x1, i_x2]; imshow wants rows = x2
 
 
 def density_heatmap(
@@ -97,12 +83,11 @@ def density_heatmap(
     n: int = 100,
     title: str | None = None,
     density: np.ndarray | None = None,
-    device: torch.device | str = "cpu",
 ) -> plt.Axes:
     """Draw a grid-normalised density heatmap of ``energy`` (or a precomputed ``density``)."""
     if (energy is None) == (density is None):
         raise ValueError("give exactly one of energy and density")
-    p = grid_density(energy, bounds, n, device) if density is None else np.asarray(density)
+    p = grid_density(energy, bounds, n) if density is None else np.asarray(density)
     if p.ndim != 2:
         raise ValueError(f"density must be a 2-D array, got shape {p.shape}")
     lo, hi = bounds

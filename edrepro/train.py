@@ -1,0 +1,316 @@
+"""Seeding, device choice and the one training loop shared by the 1-D and 2-D chapters."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import _checks
+from .nets import EMA
+
+LossFn = Callable[[nn.Module, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+Sampler = Callable[[int, "torch.Generator | None"], torch.Tensor]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's ``random``, NumPy and torch (all devices) with ``seed``; return a CPU generator seeded with it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" → cuda if available, else cpu; "cpu", "cuda" and "cuda:N" are checked and passed through."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be one of 'auto', 'cpu', 'cuda', 'cuda:N', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine; use 'cpu' or 'auto'")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(device)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    ``losses[s-1]`` and ``grad_norms[s-1]`` belong to step s (the loss at the parameters before
+    update s). Each entry of ``evals`` is ``{"step": s, "seconds": training seconds up to s, **metrics}``.
+    ``diverged_at`` is the step whose loss or gradient norm was non-finite (``nonfinite`` names which),
+    None for a run that finished.
+    """
+
+    losses: list[float]
+    evals: list[dict[str, float]]
+    model: nn.Module
+    ema_model: nn.Module | None
+    steps_per_second: float
+    seconds: float
+    diverged_at: int | None = None
+    nonfinite: str | None = None
+    grad_norms: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _rng_state(generator: torch.Generator | None) -> dict[str, Any]:
+    if generator is not None:
+        return {"generator": generator.get_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator | None, state: dict[str, Any]) -> None:
+    if generator is not None:
+        if "generator" not in state:
+            raise ValueError("the checkpoint was written without a generator but train() was given one")
+        generator.set_state(state["generator"])
+        return
+    if "torch" not in state:
+        raise ValueError("the checkpoint was written with a generator but train() was given generator=None")
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(path: str, payload: dict[str, Any]) -> None:
+    # Write then rename, so an interruption during the save never leaves a broken checkpoint.
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _batcher(data: Sampler | torch.Tensor, batch_size: int | None, device: torch.device) -> Callable:
+    """A function generator → next training batch on ``device``."""
+    if callable(data) and not isinstance(data, torch.Tensor):
+        if batch_size is None:
+            raise ValueError("batch_size must be an integer >= 1 when data is a sampler, got None")
+
+        def fresh(generator: torch.Generator | None) -> torch.Tensor:
+            return data(batch_size, generator).to(device)
+
+        return fresh
+    _checks.batch("data", data)
+    fixed = data.to(device)
+    n = fixed.shape[0]
+    if batch_size is None or batch_size >= n:
+        return lambda generator: fixed
+
+    def minibatch(generator: torch.Generator | None) -> torch.Tensor:
+        # A batch without repeats, drawn independently at every step.
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        idx = torch.randperm(n, generator=generator, device=gen_device)[:batch_size]
+        return fixed[idx.to(device)]
+
+    return minibatch
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sampler | torch.Tensor,
+    n_steps: int,
+    *,
+    lr: float = 1e-3,
+    batch_size: int | None = 128,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema_decay: float | None = None,
+    eval_every: int | None = None,
+    eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
+    generator: torch.Generator | None = None,
+    on_nonfinite: str = "raise",
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Minimise ``loss_fn`` over ``n_steps`` gradient steps; the loop of every toy chapter.
+
+    Step s = 1 … n_steps: draw a batch x (``data(batch_size, generator)`` for a sampler — a fresh
+    batch each step, as the authors — or rows of the fixed tensor ``data``: all of them when
+    ``batch_size`` is None or ≥ len(data), else ``batch_size`` rows without repeats), compute
+    ``loss = loss_fn(model, x, generator)``, back-propagate, check that the loss and the total
+    gradient norm are finite, take an optimizer step (Adam(lr) unless ``optimizer`` is given, in
+    which case ``lr`` is unused) and update the EMA (θ̄ ← d·θ̄ + (1 − d)·θ) if ``ema_decay`` is set.
+
+    Evaluation: ``eval_fn(eval_model, step)`` runs at step 0 and every step divisible by
+    ``eval_every``, and at the final step (only at the final step if ``eval_every`` is None);
+    ``eval_model`` is the EMA model when EMA is on. Its time, and checkpointing time, is excluded
+    from the recorded training seconds.
+
+    Non-finite loss or gradient norm at step s: ``on_nonfinite="raise"`` raises FloatingPointError
+    ("loss became nan at step s"); ``"stop"`` skips that update, stops, and sets
+    ``result.diverged_at = s`` and ``result.nonfinite`` ("loss" or "grad_norm").
+
+    Checkpointing: with ``checkpoint_path`` the model, optimizer, EMA, random state, step, losses and
+    evaluations are saved every ``checkpoint_every`` steps (if given) and at the end. If the file
+    exists when ``train`` starts, the run resumes from it — bitwise identically to an uninterrupted
+    run with the same arguments; a finished (or diverged) run returns at once.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable (model, x, generator) -> scalar, got {type(loss_fn).__name__}")
+    if not (callable(data) or isinstance(data, torch.Tensor)):
+        raise ValueError(f"data must be a sampler (n, generator) -> (n, d) or a (N, d) tensor, got {type(data).__name__}")
+    _checks.positive_int("n_steps", n_steps)
+    if batch_size is not None:
+        _checks.positive_int("batch_size", batch_size)
+    if ema_decay is not None:
+        _checks.unit_interval("ema_decay", ema_decay)
+    if eval_every is not None:
+        _checks.positive_int("eval_every", eval_every)
+        if eval_fn is None:
+            raise ValueError(f"eval_every={eval_every} needs an eval_fn, got eval_fn=None")
+    if eval_fn is not None and not callable(eval_fn):
+        raise ValueError(f"eval_fn must be a callable (model, step) -> dict, got {type(eval_fn).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    _checks.choice("on_nonfinite", on_nonfinite, ("raise", "stop"))
+    if checkpoint_every is not None:
+        _checks.positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_path is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint_path, got None")
+    if optimizer is None:
+        lr = _checks.positive("lr", lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+
+    device = _device_of(model)
+    next_batch = _batcher(data, batch_size, device)
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    losses: list[float] = []
+    grad_norms: list[float] = []
+    evals: list[dict[str, float]] = []
+    seconds = 0.0
+    start = 0
+    diverged_at: int | None = None
+    nonfinite: str | None = None
+
+    path = os.fspath(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and os.path.exists(path):
+        # Loaded on the CPU: random states must stay CPU tensors; load_state_dict moves the rest.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if ckpt["step"] > n_steps:
+            raise ValueError(f"n_steps={n_steps} is smaller than the {ckpt['step']} steps already in checkpoint {path!r}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            if ckpt["ema"] is None:
+                raise ValueError(f"checkpoint {path!r} was written without EMA but ema_decay={ema_decay} was given")
+            ema.load_state_dict(ckpt["ema"])
+        _set_rng_state(generator, ckpt["rng"])
+        start, seconds = ckpt["step"], ckpt["seconds"]
+        losses, grad_norms, evals = ckpt["losses"], ckpt["grad_norms"], ckpt["evals"]
+        diverged_at, nonfinite = ckpt["diverged_at"], ckpt["nonfinite"]
+
+    def checkpoint(step: int) -> None:
+        if path is None:
+            return
+        _save(path, {
+            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(generator),
+            "seconds": seconds, "losses": losses, "grad_norms": grad_norms, "evals": evals,
+            "diverged_at": diverged_at, "nonfinite": nonfinite,
+        })
+
+    def evaluate(step: int) -> None:
+        metrics = eval_fn(ema.model if ema is not None else model, step)  # type: ignore[misc]
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
+        evals.append({"step": step, "seconds": seconds, **{k: float(v) for k, v in metrics.items()}})
+
+    def is_eval_step(step: int) -> bool:
+        return eval_fn is not None and (step == n_steps or (eval_every is not None and step % eval_every == 0))
+
+    resumed_from = start
+    if diverged_at is None and start < n_steps:
+        if start == 0 and is_eval_step(0):
+            evaluate(0)
+        bar = tqdm(total=n_steps, initial=start, desc=desc, disable=not progress, leave=False)
+        step = start
+        try:
+            while step < n_steps:
+                step += 1
+                t0 = time.perf_counter()
+                x = next_batch(generator)
+                if step == start + 1:
+                    _checks.batch("data batch", x, finite=False)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, generator)
+                if step == start + 1 and not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
+                loss.backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.new_zeros(())
+                # One host synchronisation per step for both checks.
+                loss_value, gnorm_value = torch.stack([loss.detach().reshape(()), gnorm.to(loss.dtype)]).tolist()
+                losses.append(loss_value)
+                grad_norms.append(gnorm_value)
+                bad = "loss" if not math.isfinite(loss_value) else "grad_norm" if not math.isfinite(gnorm_value) else None
+                if bad is not None:
+                    seconds += time.perf_counter() - t0
+                    value = loss_value if bad == "loss" else gnorm_value
+                    if on_nonfinite == "raise":
+                        raise FloatingPointError(f"{bad.replace('_', ' ')} became {value} at step {step}")
+                    diverged_at, nonfinite = step, bad
+                    break
+                optimizer.step()
+                if ema is not None:
+                    ema.update(model)
+                seconds += time.perf_counter() - t0
+                bar.update(1)
+                if progress and (step % 25 == 0 or step == n_steps):
+                    bar.set_postfix_str(f"loss={loss_value:.4g}", refresh=False)
+                if is_eval_step(step):
+                    evaluate(step)
+                if checkpoint_every is not None and step % checkpoint_every == 0 and step < n_steps:
+                    checkpoint(step)
+        finally:
+            bar.close()
+        checkpoint(step if diverged_at is None else diverged_at)
+
+    done = len(losses)
+    return TrainResult(
+        losses=losses,
+        evals=evals,
+        model=model,
+        ema_model=ema.model if ema is not None else None,
+        steps_per_second=done / seconds if seconds > 0 else math.inf,
+        seconds=seconds,
+        diverged_at=diverged_at,
+        nonfinite=nonfinite,
+        grad_norms=grad_norms,
+        resumed_from=resumed_from,
+    )
