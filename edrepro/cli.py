@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
 
     sub.add_parser("list", help="list the book's notebooks")
-    sub.add_parser("sync", help="rewrite each notebook's Colab install cell from _config.yml and re-pair the .ipynb files")
+    sync = sub.add_parser("sync", help="make the Colab install cell match _config.yml and each .ipynb match its .md")
+    sync.add_argument("names", nargs="*", metavar="NAME", help="notebooks to sync (default: all)")
     return parser
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(name)
             return 0
         if args.command == "sync":
-            changed = pipeline.sync_notebooks(root)
+            changed = pipeline.sync_notebooks(root, args.names or None)
             print(f"updated: {', '.join(changed)}" if changed else "all notebooks are in sync")
             return 0
         if args.command == "run":

@@ -268,22 +268,44 @@ def colab_install_source(root: Path) -> str:
     return COLAB_INSTALL_CELL.format(url=repository_url(root))
 
 
-def sync_notebooks(root: Path) -> list[str]:
-    """Rewrite each notebook's Colab install cell from ``_config.yml`` and re-pair the ``.ipynb`` files.
+def _cell_signature(nb) -> list[tuple]:
+    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", ()))) for c in nb.cells]
 
-    Returns the names of the notebooks whose files changed.
+
+def sync_notebooks(root: Path, names: list[str] | None = None) -> list[str]:
+    """Make each notebook's Colab install cell match ``_config.yml`` and its ``.ipynb`` match its ``.md``.
+
+    Files are rewritten only when their content changes, and existing cell ids are kept,
+    so that a sync leaves untouched notebooks byte-for-byte as they were. Returns the
+    names of the notebooks whose files changed.
     """
     import jupytext
+    import nbformat
 
+    sources = [root / "notebooks" / f"{n}.md" for n in names] if names else sorted((root / "notebooks").glob("*.md"))
     changed = []
-    for source in sorted((root / "notebooks").glob("*.md")):
+    for source in sources:
+        if not source.is_file():
+            raise ValueError(f"unknown notebook {source.stem!r}: no {source}")
         nb = jupytext.read(source)
-        first_code = next(c for c in nb.cells if c.cell_type == "code")
-        first_code.source = colab_install_source(root)
+        wanted = colab_install_source(root)
+        index, first_code = next(((i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"), (len(nb.cells), None))
+        touched = first_code is None or first_code.source != wanted
+        if first_code is not None and first_code.source.startswith(wanted.splitlines()[0]):
+            first_code.source = wanted
+        elif touched:  # no install cell yet: put one before the first code cell
+            nb.cells.insert(index, nbformat.v4.new_code_cell(wanted))
+        if touched:
+            jupytext.write(nb, source, fmt="md:myst")
         paired = source.with_suffix(".ipynb")
-        before = (source.read_text(), paired.read_text() if paired.exists() else "")
-        jupytext.write(nb, source, fmt="md:myst")
-        jupytext.write(nb, paired, fmt="ipynb")
-        if (source.read_text(), paired.read_text()) != before:
+        old = jupytext.read(paired) if paired.is_file() else None
+        if old is None or _cell_signature(old) != _cell_signature(nb):
+            if old is not None:  # keep the ids of cells that are still there, in order
+                for new_cell, old_cell in zip(nb.cells, old.cells):
+                    if "id" in old_cell and (new_cell.cell_type, new_cell.source) == (old_cell.cell_type, old_cell.source):
+                        new_cell["id"] = old_cell["id"]
+            jupytext.write(nb, paired, fmt="ipynb")
+            touched = True
+        if touched:
             changed.append(source.stem)
     return changed

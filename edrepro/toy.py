@@ -65,7 +65,7 @@ class GaussianMixture:
         return float(self.rho.detach()) if isinstance(self.rho, torch.Tensor) else self.rho
 
     def _log_weights(self, like: torch.Tensor) -> torch.Tensor:
-        rho = self.rho if isinstance(self.rho, torch.Tensor) else torch.tensor(self.rho)
+        rho = self.rho if isinstance(self.rho, torch.Tensor) else torch.tensor(self.rho, dtype=like.dtype, device=like.device)
         rho = rho.to(dtype=like.dtype, device=like.device)
         return torch.stack([torch.log(rho), torch.log1p(-rho)])
 

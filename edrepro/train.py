@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: notebooks here run without ipywidgets
 
 from . import _checks
 from .nets import EMA

@@ -144,3 +144,17 @@ def test_summary_table_lists_every_notebook():
     records = [pipeline.RunRecord("intro", "smoke", "executed", 1.25, Path("x")), pipeline.RunRecord("myopia", "smoke", "cached", 0.0, Path("y"))]
     table = pipeline.summary_table(records)
     assert "intro" in table and "myopia" in table and "1.2" in table and "total: 1.2 s" in table
+
+
+def test_sync_adds_the_install_cell_pairs_and_is_idempotent(tmp_path):
+    root = _toy_repo(tmp_path, "print(value)")
+    assert pipeline.sync_notebooks(root) == ["toy"]
+    nb = jupytext.read(root / "notebooks" / "toy.md")
+    codes = [c for c in nb.cells if c.cell_type == "code"]
+    assert codes[0].source == pipeline.colab_install_source(root)
+    assert "parameters" in codes[1].metadata.get("tags", ())
+    paired = root / "notebooks" / "toy.ipynb"
+    assert _cells(jupytext.read(paired)) == _cells(nb)
+    before = paired.read_bytes(), (root / "notebooks" / "toy.md").read_bytes()
+    assert pipeline.sync_notebooks(root) == []
+    assert (paired.read_bytes(), (root / "notebooks" / "toy.md").read_bytes()) == before
