@@ -263,6 +263,10 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "edrepro @ git+{url}"], check=True)"""
 
 
+# The install cell matters only in Colab; the book hides it (the page's "Reproduce" box says how to run).
+INSTALL_CELL_TAG = "remove-cell"
+
+
 def colab_install_source(root: Path) -> str:
     """The first code cell of every notebook, built from ``repository.url`` in ``_config.yml``."""
     return COLAB_INSTALL_CELL.format(url=repository_url(root))
@@ -290,11 +294,13 @@ def sync_notebooks(root: Path, names: list[str] | None = None) -> list[str]:
         nb = jupytext.read(source)
         wanted = colab_install_source(root)
         index, first_code = next(((i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"), (len(nb.cells), None))
-        touched = first_code is None or first_code.source != wanted
+        touched = first_code is None or first_code.source != wanted or first_code.metadata.get("tags") != [INSTALL_CELL_TAG]
         if first_code is not None and first_code.source.startswith(wanted.splitlines()[0]):
             first_code.source = wanted
         elif touched:  # no install cell yet: put one before the first code cell
-            nb.cells.insert(index, nbformat.v4.new_code_cell(wanted))
+            first_code = nbformat.v4.new_code_cell(wanted)
+            nb.cells.insert(index, first_code)
+        first_code.metadata["tags"] = [INSTALL_CELL_TAG]
         if touched:
             jupytext.write(nb, source, fmt="md:myst")
         paired = source.with_suffix(".ipynb")

@@ -50,6 +50,7 @@ def test_pair_is_in_sync_and_has_no_outputs(source):
 def test_first_code_cell_is_the_colab_install_cell_from_config(source):
     first_code = next(c for c in jupytext.read(source).cells if c.cell_type == "code")
     assert first_code.source == pipeline.colab_install_source(ROOT), "run `python -m edrepro sync`"
+    assert first_code.metadata.get("tags") == [pipeline.INSTALL_CELL_TAG], "run `python -m edrepro sync`"
     assert pipeline.repository_url(ROOT) in first_code.source
 
 
