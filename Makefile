@@ -24,7 +24,7 @@ book: $(STAMP)
 	$(PY) -m edrepro book --profile quick
 
 test: $(STAMP)
-	$(PY) -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest
 
 clean:
 	rm -rf _build figures

@@ -110,6 +110,11 @@ def cache_key(root: Path, name: str, profile: str) -> str:
     return digest.hexdigest()
 
 
+def figures_folder(root: Path, profile: str) -> Path:
+    """Where a run's figures land: ``figures/`` for the book's ``quick`` profile, ``figures/PROFILE/`` otherwise."""
+    return root / "figures" if profile == "quick" else root / "figures" / profile
+
+
 def executed_path(root: Path, name: str, profile: str) -> Path:
     return root / "_build" / "executed" / profile / f"{name}.ipynb"
 
@@ -165,11 +170,16 @@ def execute_notebook(root: Path, name: str, profile: str, force: bool = False, p
     if not force and _is_cached(out, key):
         return RunRecord(name, profile, "cached", 0.0, out)
 
-    work = out.parent / ".work"
+    work = out.parent / f".work-{name}"  # one per notebook: runs of one profile may overlap
     work.mkdir(parents=True, exist_ok=True)
     unexecuted, executed = work / f"{name}.ipynb", work / f"{name}.out.ipynb"
     jupytext.write(jupytext.read(source), unexecuted)
     out.unlink(missing_ok=True)
+    # With busy cores, OpenMP threads that spin while waiting slow small torch ops 10x or more;
+    # the kernel inherits this environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    saved_figures = os.environ.get("EDREPRO_FIGURES")
+    os.environ["EDREPRO_FIGURES"] = str(figures_folder(root, profile))
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -178,6 +188,11 @@ def execute_notebook(root: Path, name: str, profile: str, force: bool = False, p
         )
     except papermill.PapermillExecutionError as error:
         raise NotebookFailed(_describe_failure(name, error)) from None
+    finally:
+        if saved_figures is None:
+            os.environ.pop("EDREPRO_FIGURES")
+        else:
+            os.environ["EDREPRO_FIGURES"] = saved_figures
     seconds = time.perf_counter() - start
 
     nb = nbformat.read(executed, as_version=4)

@@ -18,6 +18,8 @@ def test_notebook_runs_under_smoke_profile(name):
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} shows no figure"
+    saved = list(pipeline.figures_folder(ROOT, "smoke").glob(f"{name}_*.png"))
+    assert saved and all(p.with_suffix(".pdf").is_file() for p in saved), f"{name} saved no figure with save_figure"
 
 
 def test_book_builds_without_warnings(tmp_path):

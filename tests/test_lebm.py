@@ -1,0 +1,236 @@
+"""Latent EBM: models, Langevin convention, losses, configuration, training, checkpoint and resume."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edrepro import lebm, losses
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared machine makes two OpenMP threads very slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = dict(ngf=2, prior_hidden=8, post_steps=2, batch_size=8, epochs=3, ed_m=2, cd_steps=2, ema_decay=0.9)
+
+
+def tiny_images(n: int = 40, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 1, 28, 28), generator=g) * 2 - 1
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_generator_shapes_and_authors_size():
+    g = lebm.Generator(nz=64, ngf=128)
+    n_params = sum(p.numel() for p in g.parameters())
+    assert 7.8e6 < n_params < 8.0e6  # the authors' ≈ 7.9 M
+    small = lebm.Generator(nz=5, ngf=2)
+    z = torch.randn(3, 5)
+    out = small(z)
+    assert out.shape == (3, 1, 28, 28) and out.abs().max() <= 1
+    assert torch.equal(out, small(z[:, :, None, None]))  # (B, nz) and (B, nz, 1, 1) alike
+    with pytest.raises(ValueError, match="z must have shape"):
+        small(torch.randn(3, 4))
+
+
+def zero_correction(prior: lebm.PriorEnergy) -> lebm.PriorEnergy:
+    with torch.no_grad():
+        last = prior.f.net[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+    return prior
+
+
+def test_prior_energy_is_gaussian_base_plus_correction():
+    prior = lebm.PriorEnergy(nz=4, hidden=8)
+    z = torch.randn(6, 4)
+    assert torch.allclose(prior(z), prior.correction(z) + 0.5 * (z**2).sum(1))
+    assert torch.allclose(zero_correction(prior)(z), 0.5 * (z**2).sum(1))
+
+
+def test_langevin_uses_the_authors_step_convention():
+    # One step of size s: z1 = z0 − (s²/2)∇E(z0) + s·ξ, ξ drawn from the generator.
+    prior = lebm.PriorEnergy(nz=3, hidden=8)
+    z0 = torch.randn(5, 3)
+    s = 0.2
+    z1 = lebm.prior_langevin(prior, z0, 1, s, torch.Generator().manual_seed(7))
+    z = z0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(prior(z).sum(), z)
+    xi = torch.randn(z0.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(z1, z0 - 0.5 * s**2 * grad + s * xi, atol=1e-6)
+
+
+def test_prior_langevin_on_the_gaussian_base_has_the_ula_variance():
+    # With f ≡ 0 the chain is ULA on N(0, I) with ε = s²/2: stationary variance 1/(1 − ε/2).
+    prior = zero_correction(lebm.PriorEnergy(nz=2, hidden=4))
+    z = lebm.sample_latents(prior, 20000, n_steps=300, step_size=0.6, rng=torch.Generator().manual_seed(0))
+    eps = 0.5 * 0.6**2
+    assert z.var(0).mean().item() == pytest.approx(1 / (1 - eps / 2), rel=0.03)
+    assert z.mean().abs().item() < 0.03
+
+
+def test_posterior_energy_and_generator_loss():
+    g, prior = lebm.Generator(nz=4, ngf=2), lebm.PriorEnergy(nz=4, hidden=8)
+    x, z = tiny_images(3), torch.randn(3, 4)
+    u = lebm.posterior_energy(g, prior, x, sigma=0.3)(z)
+    manual = ((g(z) - x) ** 2).flatten(1).sum(1) / (2 * 0.09) + prior(z)
+    assert torch.allclose(u, manual)
+    assert lebm.generator_loss(g, z, x).item() == pytest.approx(((g(z) - x) ** 2).sum().item() / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="same batch size"):
+        lebm.posterior_langevin(g, prior, x, torch.randn(2, 4), 1, 0.1, 0.3)
+
+
+def test_prior_losses():
+    prior = lebm.PriorEnergy(nz=4, hidden=8)
+    z = torch.randn(16, 4)
+    ed = lebm.ed_prior_loss(prior, z, 0.25, 8, 1.0, torch.Generator().manual_seed(1))
+    ref = losses.energy_discrepancy(prior, z, t=0.25, m_particles=8, w=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(ed, ref)
+    assert ed.item() >= math.log(1 / 8) - 1e-6  # the w-stabilised lower bound log(w/M)
+    rng = torch.Generator().manual_seed(2)
+    cd = lebm.cd_prior_loss(prior, z, 3, 0.4, rng)
+    rng = torch.Generator().manual_seed(2)
+    z_neg = lebm.prior_langevin(prior, torch.randn(z.shape, generator=rng), 3, 0.4, rng)
+    assert torch.allclose(cd, prior(z).mean() - prior(z_neg).mean(), atol=1e-6)
+    cd.backward()
+    assert all(p.grad is not None for p in prior.parameters())
+
+
+def test_config_validation_and_hash():
+    base = lebm.LEBMConfig()
+    assert base.key() == lebm.LEBMConfig().key() and len(base.key()) == 12
+    assert base.replace(ngf=64).key() != base.key()
+    assert base.replace(prior_loss="cd").key() != base.key()
+    assert lebm.run_folder(base, "R") == Path("R") / "edlebm_mnist" / base.key()
+    for bad in (dict(prior_loss="sm"), dict(ngf=0), dict(ed_t=-1.0), dict(ema_decay=1.5), dict(n_train=0), dict(seed=-1)):
+        with pytest.raises(ValueError):
+            lebm.LEBMConfig(**bad)
+
+
+def test_chapter_parameters_map_to_configs(root):
+    import yaml
+
+    quick = yaml.safe_load((root / "notebooks" / "params" / "edlebm_mnist" / "quick.yaml").read_text())
+    cfg = lebm.config_from_params(quick, "ed")
+    assert cfg.ngf == quick["ngf"] and cfg.post_steps == quick["post_steps"] and cfg.prior_loss == "ed"
+    paper = yaml.safe_load((root / "notebooks" / "params" / "edlebm_mnist" / "paper.yaml").read_text())
+    assert lebm.config_from_params(paper, "ed") == lebm.LEBMConfig(seed=paper.get("seed", 0))
+
+
+def test_training_is_deterministic_and_shapes_are_right():
+    cfg = lebm.LEBMConfig(**TINY)
+    x = tiny_images()
+    a = lebm.train(cfg, x, progress=False)
+    b = lebm.train(cfg, x, progress=False)
+    assert len(a.history["loss_g"]) == 3 * 5 and len(a.history["epoch_seconds"]) == 3 and a.steps == 15
+    assert a.history == {**b.history, "epoch_seconds": a.history["epoch_seconds"]}
+    for p, q in zip(params(a.generator) + params(a.ema_prior), params(b.generator) + params(b.ema_prior)):
+        assert torch.equal(p, q)
+    cd = lebm.train(cfg.replace(prior_loss="cd", epochs=1), x, progress=False)
+    assert all(math.isfinite(v) for v in cd.history["loss_e"])
+    g = torch.Generator().manual_seed(0)
+    assert lebm.generate(a, 6, n_steps=3, rng=g).shape == (6, 1, 28, 28)
+    assert lebm.generate(a, 6, rng=g, prior="gaussian").shape == (6, 1, 28, 28)
+    rec = lebm.reconstruct(a, x[:7], rng=g, batch_size=4)
+    assert rec.shape == (7, 1, 28, 28) and rec.abs().max() <= 1
+    with pytest.raises(ValueError, match="images must be"):
+        lebm.train(cfg, x[:, 0], progress=False)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    cfg = lebm.LEBMConfig(**TINY)
+    x = tiny_images()
+    full = lebm.train(cfg, x, run_dir=tmp_path / "full", progress=False)
+
+    def stop_mid_epoch_two(epoch, step, losses):
+        if epoch == 1 and step == 7:  # iteration 2 of epoch 2 (5 iterations per epoch)
+            raise Stop
+
+    with pytest.raises(Stop):
+        lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False, callback=stop_mid_epoch_two)
+    ckpt = torch.load(tmp_path / "cut" / lebm.CHECKPOINT, weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 5  # the interrupted epoch is lost, nothing else
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+    resumed = lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 1 and resumed.steps == full.steps
+    assert resumed.history["loss_g"] == full.history["loss_g"] and resumed.history["loss_e"] == full.history["loss_e"]
+    for p, q in zip(params(resumed.generator) + params(resumed.prior) + params(resumed.ema_prior),
+                    params(full.generator) + params(full.prior) + params(full.ema_prior)):
+        assert torch.equal(p, q)
+    again = lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False)  # finished: returns at once
+    assert again.resumed_from == 3 and again.steps == full.steps
+    loaded = lebm.load(cfg, tmp_path / "cut")
+    for p, q in zip(params(loaded.ema_prior), params(full.ema_prior)):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="other settings"):
+        lebm.train(cfg.replace(epochs=4), x, run_dir=tmp_path / "cut", progress=False)
+
+
+def test_nonfinite_loss_names_the_iteration(monkeypatch):
+    def bad_loss(generator, z, x):
+        return (generator(z) - x).sum() * float("nan")
+
+    monkeypatch.setattr(lebm, "generator_loss", bad_loss)
+    with pytest.raises(FloatingPointError, match="epoch 1, iteration 1"):
+        lebm.train(lebm.LEBMConfig(**TINY), tiny_images(), progress=False)
+
+
+def test_killed_cli_run_resumes(tmp_path):
+    """Kill a CLI smoke run (SIGKILL) after its first checkpoint, restart it, compare with an uninterrupted run."""
+    if not Path(os.environ.get("EDREPRO_DATA", ROOT.parent / "shared" / "data"), "mnist").is_dir():
+        pytest.skip("MNIST is not available")
+    overrides = ["ngf=2", "post_steps=2", "n_train=64", "batch_size=32", "epochs=6", "ed_m=2", "ema_decay=0.9", "seed=3"]
+    command = [sys.executable, "-m", "edrepro.lebm", "--profile", "smoke", "--prior", "ed", "--device", "cpu",
+               "--runs", str(tmp_path / "runs"), "--no-progress", "--set", *overrides]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        found = []
+        while not found and time.time() < deadline and proc.poll() is None:
+            found = list((tmp_path / "runs").glob("edlebm_mnist/*/checkpoint.pt"))
+            time.sleep(0.01)
+        assert found, f"no checkpoint appeared; output: {proc.stdout.read().decode() if proc.poll() is not None else ''}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    folder = found[0].parent
+    epoch_killed = torch.load(found[0], weights_only=False)["epoch"]
+    assert 1 <= epoch_killed < 6, "the run must have been killed before it finished"
+
+    from edrepro import data
+
+    assert lebm.main(command[3:]) == 0  # restart: resumes in the same folder
+    import yaml
+
+    folder_ = ROOT / "notebooks" / "params" / "edlebm_mnist"
+    params_ = {**yaml.safe_load((folder_ / "quick.yaml").read_text()), **yaml.safe_load((folder_ / "smoke.yaml").read_text())}
+    params_.update({k: yaml.safe_load(v) for k, v in (o.split("=") for o in overrides)})
+    cfg = lebm.config_from_params(params_, "ed")
+    assert lebm.run_folder(cfg, tmp_path / "runs") == folder
+    resumed = lebm.load(cfg, folder)
+    assert resumed.epochs_done == 6
+    reference = lebm.train(cfg, data.to_signed_unit(data.mnist("train").images), progress=False)
+    assert resumed.history["loss_g"] == pytest.approx(reference.history["loss_g"], rel=1e-4)
+    for p, q in zip(params(resumed.generator), params(reference.generator)):
+        assert torch.allclose(p, q, atol=1e-5)

@@ -1,0 +1,122 @@
+"""Fréchet distance (closed forms, FID(x, x) = 0, shifts), the cached feature classifier, reconstruction MSE."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edrepro import data, mnist_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared machine makes two OpenMP threads very slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_cov(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+
+
+def test_frechet_distance_closed_form_for_diagonal_gaussians():
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    v1, v2 = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([4.0, 1.0, 1.0])
+    expected = float(((mu1 - mu2) ** 2).sum() + ((v1.sqrt() - v2.sqrt()) ** 2).sum())
+    assert mnist_eval.frechet_distance(mu1, torch.diag(v1), mu2, torch.diag(v2)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_frechet_distance_matches_eigenvalues_of_the_product():
+    # tr (Σ1 Σ2)^{1/2} = Σ √λ_i(Σ1 Σ2) for positive definite Σ1, Σ2 (the product is similar to an SPD matrix).
+    c1, c2 = random_cov(20, 1), random_cov(20, 2)
+    mu1, mu2 = torch.zeros(20, dtype=torch.float64), torch.full((20,), 0.3, dtype=torch.float64)
+    lam = np.linalg.eigvals((c1 @ c2).numpy()).real
+    expected = float(((mu1 - mu2) ** 2).sum() + torch.trace(c1) + torch.trace(c2)) - 2 * np.sqrt(lam).sum()
+    value = mnist_eval.frechet_distance(mu1, c1, mu2, c2)
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert mnist_eval.frechet_distance(mu2, c2, mu1, c1) == pytest.approx(value, rel=1e-9)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(500, 32, generator=g, dtype=torch.float64) @ torch.randn(32, 32, generator=g, dtype=torch.float64)
+    assert mnist_eval.fid_from_features(feats, feats) == pytest.approx(0.0, abs=1e-8)
+    direction = torch.randn(32, generator=g, dtype=torch.float64)
+    direction /= direction.norm()
+    values = [mnist_eval.fid_from_features(feats, feats + s * direction) for s in (0.5, 1.0, 2.0)]
+    # A pure shift leaves the covariance unchanged: the distance is exactly |shift|².
+    assert values == pytest.approx([0.25, 1.0, 4.0], rel=1e-6)
+    mu, cov = mnist_eval.gaussian_stats(feats)
+    assert torch.allclose(cov, torch.cov(feats.T)) and torch.allclose(mu, feats.mean(0))
+
+
+def test_frechet_distance_rejects_bad_input():
+    c = torch.eye(3)
+    with pytest.raises(ValueError, match="symmetric"):
+        mnist_eval.frechet_distance(torch.zeros(3), torch.triu(torch.ones(3, 3)), torch.zeros(3), c)
+    with pytest.raises(ValueError, match="shape"):
+        mnist_eval.frechet_distance(torch.zeros(3), c, torch.zeros(4), torch.eye(4))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mnist_eval.gaussian_stats(torch.zeros(1, 3))
+
+
+def test_reconstruction_mse_is_per_pixel_on_the_unit_scale():
+    x = torch.full((2, 1, 28, 28), -1.0)
+    assert mnist_eval.reconstruction_mse(x, x) == 0.0
+    assert mnist_eval.reconstruction_mse(x, x + 1.0) == pytest.approx(0.25)  # 0.5 on [0, 1], squared
+    with pytest.raises(ValueError, match="same shape"):
+        mnist_eval.reconstruction_mse(x, x[:1])
+
+
+def mnist_or_skip():
+    folder = Path(os.environ.get("EDREPRO_DATA", ROOT.parent / "shared" / "data")) / "mnist"
+    if not folder.is_dir():
+        pytest.skip("MNIST is not available")
+    return data.mnist("train", folder), data.mnist("test", folder)
+
+
+def test_classifier_learns_quickly_and_features_are_deterministic():
+    train, test = mnist_or_skip()
+    x, y = data.to_signed_unit(train.images[:3000]), train.labels[:3000]
+    settings = mnist_eval.ClassifierSettings(epochs=1, batch_size=64, lr=2e-3, seed=0)
+    model, _ = mnist_eval.train_classifier(x, y, settings, progress=False)
+    acc = mnist_eval.accuracy(model, data.to_signed_unit(test.images[:1000]), test.labels[:1000])
+    assert acc > 0.8
+    again, _ = mnist_eval.train_classifier(x, y, settings, progress=False)
+    f1 = mnist_eval.features(model, x[:100])
+    assert f1.shape == (100, 128) and f1.dtype == torch.float64
+    assert torch.equal(f1, mnist_eval.features(again, x[:100]))
+    ref = mnist_eval.FIDReference(model, x[:1000])
+    assert ref.fid(x[:1000]) == pytest.approx(0.0, abs=1e-6)
+    assert ref.fid(x[1000:2000]) < ref.fid(torch.zeros_like(x[:1000]).uniform_(-1, 1))
+
+
+def test_classifier_is_trained_once_and_cached(tmp_path, monkeypatch):
+    mnist_or_skip()
+    calls = []
+
+    def fake_train(images, labels, settings, device, progress):
+        calls.append(len(images))
+        return mnist_eval.MNISTClassifier().eval(), 1.5
+
+    monkeypatch.setattr(mnist_eval, "train_classifier", fake_train)
+    settings = mnist_eval.ClassifierSettings(epochs=1)
+    model1, info1 = mnist_eval.load_or_train_classifier(tmp_path, settings, progress=False)
+    model2, info2 = mnist_eval.load_or_train_classifier(tmp_path, settings, progress=False)
+    assert calls == [60000]
+    assert not info1.loaded_from_cache and info2.loaded_from_cache
+    assert info1.path == info2.path and info1.path.parent == tmp_path / "mnist_classifier"
+    assert info2.test_accuracy == info1.test_accuracy and info2.train_seconds == 1.5
+    for a, b in zip(model1.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    other = mnist_eval.ClassifierSettings(epochs=2).key()
+    assert other != settings.key()
+    assert "test accuracy" in info2.describe()
