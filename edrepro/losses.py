@@ -180,7 +180,9 @@ def contrastive_divergence(
 
         mean E(x⁺) − mean E(x⁻) + reg · mean(E(x⁺)² + E(x⁻)²).
 
-    The authors' 2-D setting is n_steps=10, step_size=0.01, reg=0.3 (data-initialised).
+    The authors' 2-D setting is 10 data-initialised steps "of size 0.01" with reg=0.3; their update
+    x ← x − ½·0.01·∇E + √0.01·ξ is ``step_size=0.005`` in the convention above, which is what
+    :mod:`edrepro.density` uses.
     """
     x = _checks.batch("x", x)
     n_steps = _checks.positive_int("n_steps", n_steps)
