@@ -1,0 +1,112 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from edrepro import ablation
+
+
+def test_variance_std_conversion():
+    assert ablation.variance_of_std(0.05) == pytest.approx(0.0025)
+    assert ablation.variance_of_std(50) == pytest.approx(2500)
+    assert ablation.std_of_variance(2500) == pytest.approx(50)
+    assert ablation.std_of_variance(ablation.variance_of_std(0.3)) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        ablation.variance_of_std(0)
+    with pytest.raises(ValueError):
+        ablation.std_of_variance(-1)
+
+
+def test_grid_layout_is_the_authors():
+    rows, cells = ablation.ablation_grid([0.0025, 2500], [0, 0.05, 50], [1, 32, 512])
+    assert len(rows) == 5 and len(cells) == 15
+    assert rows[0] == "t = 0.0025 (std 0.05), w = 1"
+    assert rows[2] == "t = 1 (std 1), w = 0"
+    assert [c.m for c in cells[:3]] == [1, 32, 512]
+    assert [(c.t, c.w) for c in cells[::3]] == [(0.0025, 1), (2500, 1), (1, 0), (1, 0.05), (1, 50)]
+    assert cells[4].hparams == {"t": 2500, "m_particles": 32, "w": 1.0}
+    assert all(c.row == rows[i // 3] for i, c in enumerate(cells))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [([0], [1], [1]), ([1], [-1], [1]), ([1], [1], [0]), ([1], [1], []), ([1], [1], [2, 2]), ([1], [1.0], [1]), ([], [], [1])],
+)
+def test_grid_rejects_bad_input(args):
+    # ([1], [1.0], [1]) repeats the row (t = 1, w = 1)
+    with pytest.raises(ValueError):
+        ablation.ablation_grid(*args)
+
+
+def _fake(final_mse, diverged_at=None):
+    return SimpleNamespace(mse=[3.0, final_mse], diverged_at=diverged_at)
+
+
+def test_annotation_and_effective_mse():
+    assert ablation.annotation(_fake(0.1234)) == "MSE 0.123"
+    assert ablation.effective_mse(_fake(0.1234)) == pytest.approx(0.1234)
+    diverged = _fake(3.0, diverged_at=1234)
+    assert ablation.annotation(diverged) == "diverged at step 1,234"
+    assert ablation.effective_mse(diverged) == math.inf
+    assert ablation.effective_mse(_fake(float("nan"))) == math.inf
+    assert ablation.annotation(_fake(float("inf"))) == "MSE not finite"
+
+
+def test_mse_table_orders_rows_and_columns():
+    rows, cells = ablation.ablation_grid([2.0], [0.5], [1, 4])
+    results = {c: _fake(10 * i + c.m) for i, c in enumerate(cells)}
+    assert ablation.mse_table(results, rows, [1, 4]) == [[1, 14], [21, 34]]
+    with pytest.raises(KeyError):
+        ablation.mse_table(results, rows, [1, 8])
+
+
+def test_run_cells_is_deterministic_and_cached(tmp_path):
+    _, cells = ablation.ablation_grid([1.0], [], [1, 2])
+    kw = dict(batch_size=16, eval_every=2, eval_samples=100, cache_dir=tmp_path, progress=False)
+    first = ablation.run_cells(cells, 0, 4, **kw)
+    again = ablation.run_cells(cells, 0, 4, **kw)
+    for c in cells:
+        assert not first[c].cached and again[c].cached
+        assert first[c].mse == again[c].mse
+        assert first[c].hparams["m_particles"] == c.m
+    # M changes the run
+    assert first[cells[0]].losses != first[cells[1]].losses
+
+
+def test_run_cells_with_workers_matches_one_process(tmp_path):
+    _, cells = ablation.ablation_grid([1.0], [], [3])  # one cell: one worker process to spawn
+    kw = dict(batch_size=16, eval_every=2, eval_samples=100, progress=False)
+    serial = ablation.run_cells(cells, 1, 3, cache_dir=None, **kw)
+    parallel = ablation.run_cells(cells, 1, 3, workers=2, cache_dir=tmp_path, **kw)
+    for c in cells:
+        assert parallel[c].cached  # trained by a worker, loaded here
+        assert serial[c].mse == parallel[c].mse
+        for a, b in zip(serial[c].ema_model.parameters(), parallel[c].ema_model.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_run_cells_rejects_bad_input(tmp_path):
+    _, cells = ablation.ablation_grid([1.0], [], [1])
+    with pytest.raises(ValueError):
+        ablation.run_cells([], 0, 2)
+    with pytest.raises(ValueError):
+        ablation.run_cells(cells + cells, 0, 2)
+    with pytest.raises(ValueError):
+        ablation.run_cells(cells, 0, 2, workers=2, cache_dir=None)
+    with pytest.raises(ValueError):
+        ablation.run_cells(cells, 0, 2, workers=0, cache_dir=tmp_path)
+
+
+def test_energy_range_and_cell_density():
+    quad = lambda x: 0.5 * (x**2).sum(dim=1)
+    # max of |x|^2/2 on the cell centres of [-3, 3]^2 (n = 60) minus its min
+    h = 6 / 60
+    corner = 3 - h / 2
+    assert ablation.energy_range(quad, (-3, 3), 60) == pytest.approx(corner**2 - (h / 2) ** 2, rel=1e-5)
+    assert ablation.energy_range(lambda x: quad(x) + 100.0, (-3, 3), 60) == pytest.approx(ablation.energy_range(quad, (-3, 3), 60))
+    assert ablation.energy_range(lambda x: quad(x) * float("nan"), (-3, 3), 10) == math.inf
+    good = SimpleNamespace(energy=quad)
+    p = ablation.cell_density(good, n=20)
+    assert p.shape == (20, 20) and p.sum() == pytest.approx(1.0, abs=1e-6)
+    assert ablation.cell_density(SimpleNamespace(energy=lambda x: quad(x) * float("nan")), n=20) is None
