@@ -193,7 +193,7 @@ def run(
             path.with_suffix(".json").unlink(missing_ok=True)
 
     model = density.make_model(method, seed, data.dim, hp).to(device)
-    loss_fn = density._device_loss(density.make_loss(method, data, **hp), device)
+    loss_fn = train.with_device_noise(density.make_loss(method, data, **hp), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
     def eval_fn(ema_model: nn.Module, step: int) -> dict[str, float]:

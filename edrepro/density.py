@@ -214,20 +214,6 @@ def _eval_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step, 0xED]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _device_loss(loss_fn: train.LossFn, device: torch.device) -> train.LossFn:
-    """On an accelerator, the loss's noise comes from a device generator reseeded every step from the
-    (CPU) training generator, so that every random number still derives from the checkpointed state."""
-    if device.type == "cpu":
-        return loss_fn
-    dev_gen = torch.Generator(device=device)
-
-    def wrapped(model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        dev_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        return loss_fn(model, x, dev_gen)
-
-    return wrapped
-
-
 @dataclass
 class RunResult:
     """One (method, data set, seed) run.
@@ -374,7 +360,7 @@ def run(
             path.with_suffix(".json").unlink(missing_ok=True)
 
     model = make_model(method, seed, data.dim, hp).to(device)
-    loss_fn = _device_loss(make_loss(method, data, **hp), device)
+    loss_fn = train.with_device_noise(make_loss(method, data, **hp), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
     def evaluate(ema_model: nn.Module, step: int) -> dict[str, float]:

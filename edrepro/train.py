@@ -50,6 +50,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def with_device_noise(loss_fn: LossFn, device: torch.device) -> LossFn:
+    """Wrap ``loss_fn`` so that, on an accelerator, its noise comes from a device generator.
+
+    :func:`train` keeps one CPU generator (its state is checkpointed); a loss drawing noise on a
+    GPU needs a generator on that device. The wrapper reseeds a device generator every step from
+    the CPU generator, so every random number still derives from the checkpointed state. On the
+    CPU the loss is returned unchanged.
+    """
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    device = torch.device(device)
+    if device.type == "cpu":
+        return loss_fn
+    device_generator = torch.Generator(device=device)
+
+    def wrapped(model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        device_generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return loss_fn(model, x, device_generator)
+
+    return wrapped
+
+
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`.

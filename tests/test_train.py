@@ -265,3 +265,14 @@ def test_bad_arguments(kwargs, word):
     args.update(kwargs)
     with pytest.raises(ValueError, match=word):
         train(**args)
+
+
+def test_with_device_noise_is_the_identity_on_cpu_and_rejects_non_callables():
+    from edrepro.train import with_device_noise
+
+    def loss_fn(model, x, generator):
+        return x.sum()
+
+    assert with_device_noise(loss_fn, torch.device("cpu")) is loss_fn
+    with pytest.raises(ValueError, match="loss_fn"):
+        with_device_noise(None, torch.device("cpu"))
