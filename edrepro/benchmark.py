@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,36 +191,16 @@ def run(
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
 
-    model = density.make_model(method, seed, data.dim, hp).to(device)
-    loss_fn = train.with_device_noise(density.make_loss(method, data, **hp), device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
     def eval_fn(ema_model: nn.Module, step: int) -> dict[str, float]:
         net = ema_model.net if isinstance(ema_model, density.PersistentChains) else ema_model
         gen = torch.Generator().manual_seed(_eval_seed(seed, step))
         return evaluate(net, dataset, eval_samples, nll_grid, gen)
 
-    existed = path is not None and path.exists()
-    meta_path = path.with_suffix(".json") if path is not None else None
-    load_start = os.getloadavg()[0]
-    result = train.train(
-        model, loss_fn, data.sample, n_steps, batch_size=batch_size, optimizer=optimizer,
-        ema_decay=ema_decay, eval_every=eval_every, eval_fn=eval_fn,
-        generator=torch.Generator().manual_seed(seed), on_nonfinite="stop",
-        checkpoint_path=path, checkpoint_every=checkpoint_every if path is not None else None,
-        progress=progress, desc=f"{method} {dataset} seed {seed}",
+    result, timing, cached = density.train_run(
+        method, data, seed, n_steps, hp, eval_fn, path, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+        eval_every=eval_every, device=device, checkpoint_every=checkpoint_every, progress=progress,
     )
     done = len(result.losses)
-    timing: dict[str, Any] = {}
-    if meta_path is not None and meta_path.exists() and done == result.resumed_from:
-        timing = json.loads(meta_path.read_text())
-    elif done > result.resumed_from:
-        timing = {
-            "threads": torch.get_num_threads(), "device": str(device), "load_start": round(load_start, 2),
-            "load_end": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M"),
-        }
-        if meta_path is not None:
-            meta_path.write_text(json.dumps(timing))
     return BenchmarkRun(
         method=method, dataset=dataset, seed=seed, n_steps=n_steps,
         steps=[int(e["step"]) for e in result.evals],
@@ -231,7 +210,7 @@ def run(
         losses=list(result.losses), ema_model=result.ema_model,  # type: ignore[arg-type]
         steps_per_second=done / result.seconds if result.seconds > 0 else math.inf,
         train_seconds=result.seconds, diverged_at=result.diverged_at, resumed_from=result.resumed_from,
-        cached=existed and result.resumed_from == done, path=path, config=config, timing=timing,
+        cached=cached, path=path, config=config, timing=timing,
     )
 
 

@@ -272,6 +272,46 @@ class RunResult:
         return self.ema_model.net if isinstance(self.ema_model, PersistentChains) else self.ema_model
 
 
+def train_run(
+    method: str, data: object, seed: int, n_steps: int, hp: Mapping[str, Any],
+    eval_fn: Callable[[nn.Module, int], dict[str, float]], path: Path | None, *, batch_size: int, lr: float,
+    ema_decay: float, eval_every: int, device: torch.device, checkpoint_every: int | None, progress: bool,
+) -> tuple[train.TrainResult, dict[str, Any], bool]:
+    """Train one (method, data set, seed) run with the authors' 2-D setup, checkpointed at ``path``.
+
+    The toy energy network initialised from ``seed``, Adam(``lr``), a fresh batch every step,
+    an EMA that ``eval_fn`` sees, a run that stops (not raises) on a non-finite loss. Returns the
+    training result, the conditions it was trained under (threads, device, load average; kept
+    beside the checkpoint as ``.json`` so a cached run still reports them) and whether the run
+    was loaded finished from the cache. Shared by :func:`run` and :func:`edrepro.benchmark.run`.
+    """
+    model = make_model(method, seed, data.dim, hp).to(device)
+    loss_fn = train.with_device_noise(make_loss(method, data, **hp), device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    existed = path is not None and path.exists()
+    meta_path = path.with_suffix(".json") if path is not None else None
+    load_start = os.getloadavg()[0]
+    result = train.train(
+        model, loss_fn, data.sample, n_steps, batch_size=batch_size, optimizer=optimizer,
+        ema_decay=ema_decay, eval_every=eval_every, eval_fn=eval_fn,
+        generator=torch.Generator().manual_seed(seed), on_nonfinite="stop",
+        checkpoint_path=path, checkpoint_every=checkpoint_every if path is not None else None,
+        progress=progress, desc=f"{method} {data.name} seed {seed}",
+    )
+    done = len(result.losses)
+    timing: dict[str, Any] = {}
+    if meta_path is not None and meta_path.exists() and done == result.resumed_from:
+        timing = json.loads(meta_path.read_text())
+    elif done > result.resumed_from:
+        timing = {
+            "threads": torch.get_num_threads(), "device": str(device), "load_start": round(load_start, 2),
+            "load_end": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        if meta_path is not None:
+            meta_path.write_text(json.dumps(timing))
+    return result, timing, existed and result.resumed_from == done
+
+
 def run_key(config: Mapping[str, Any]) -> str:
     """A short hash of a run's configuration (its cache file name)."""
     text = json.dumps({"version": CACHE_VERSION, **config}, sort_keys=True, default=str)
@@ -359,10 +399,6 @@ def run(
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
 
-    model = make_model(method, seed, data.dim, hp).to(device)
-    loss_fn = train.with_device_noise(make_loss(method, data, **hp), device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
     def evaluate(ema_model: nn.Module, step: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(_eval_seed(seed, step))
         if metric == "mse":
@@ -370,27 +406,11 @@ def run(
         x = data.sample(eval_samples, gen)
         return {metric: metrics.grid_nll(ema_model, x, data.bounds, nll_grid)}
 
-    existed = path is not None and path.exists()
-    meta_path = path.with_suffix(".json") if path is not None else None
-    load_start = os.getloadavg()[0]
-    result = train.train(
-        model, loss_fn, data.sample, n_steps, batch_size=batch_size, optimizer=optimizer,
-        ema_decay=ema_decay, eval_every=eval_every, eval_fn=evaluate,
-        generator=torch.Generator().manual_seed(seed), on_nonfinite="stop",
-        checkpoint_path=path, checkpoint_every=checkpoint_every if path is not None else None,
-        progress=progress, desc=f"{method} {dataset} seed {seed}",
+    result, timing, cached = train_run(
+        method, data, seed, n_steps, hp, evaluate, path, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+        eval_every=eval_every, device=device, checkpoint_every=checkpoint_every, progress=progress,
     )
     done = len(result.losses)
-    timing: dict[str, Any] = {}
-    if meta_path is not None and meta_path.exists() and done == result.resumed_from:
-        timing = json.loads(meta_path.read_text())
-    elif done > result.resumed_from:
-        timing = {
-            "threads": torch.get_num_threads(), "device": str(device), "load_start": round(load_start, 2),
-            "load_end": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M"),
-        }
-        if meta_path is not None:
-            meta_path.write_text(json.dumps(timing))
     return RunResult(
         method=method, dataset=dataset, seed=seed, n_steps=n_steps, hparams=hp,
         steps=[int(e["step"]) for e in result.evals],
@@ -399,7 +419,7 @@ def run(
         losses=list(result.losses), model=result.model, ema_model=result.ema_model,  # type: ignore[arg-type]
         steps_per_second=done / result.seconds if result.seconds > 0 else math.inf,
         train_seconds=result.seconds, diverged_at=result.diverged_at,
-        resumed_from=result.resumed_from, cached=existed and result.resumed_from == done,
+        resumed_from=result.resumed_from, cached=cached,
         path=path, config=config, timing=timing, metric=metric,
     )
 
