@@ -9,12 +9,6 @@ import torch
 from edrepro import benchmark
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dict(n_steps=20, eval_every=10, eval_samples=300, nll_grid=40, progress=False)

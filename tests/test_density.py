@@ -7,13 +7,6 @@ import torch
 
 from edrepro import density, losses, nets, samplers, toy
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks gain nothing from two threads, and on a shared machine they can lose 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dict(n_steps=30, eval_every=10, eval_samples=500, progress=False)

@@ -15,13 +15,6 @@ from edrepro import lebm, losses
 
 ROOT = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared machine makes two OpenMP threads very slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dict(ngf=2, prior_hidden=8, post_steps=2, batch_size=8, epochs=3, ed_m=2, cd_steps=2, ema_decay=0.9)

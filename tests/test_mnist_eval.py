@@ -12,13 +12,6 @@ from edrepro import data, mnist_eval
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared machine makes two OpenMP threads very slow."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def random_cov(d: int, seed: int) -> torch.Tensor:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jupytext
 import pytest
-import yaml
 
 from edrepro import pipeline
 
