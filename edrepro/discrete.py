@@ -1,0 +1,555 @@
+"""Experiment mechanics of the discrete-ED chapter: Ising models and RBMs with exact likelihoods.
+
+Binary data are {0,1}^D float tensors (the input of
+:func:`edrepro.losses.bernoulli_energy_discrepancy`); Ising spins are s = 2x − 1.
+
+**Ising** (:func:`sample_ising`, :func:`mixing_summary`, :func:`train_ising`). Ground truth
+p(s) ∝ exp(sᵀJs), J = σ·A with A the adjacency of the periodic L×L lattice (sᵀJs counts every
+edge twice, see :class:`edrepro.nets.IsingModel`). Training data are the end states of
+independent Gibbs chains (:func:`edrepro.samplers.ising_gibbs`, colour-class updates). A
+symmetric J_φ is learned with
+
+- ``ed``: Bernoulli energy discrepancy + l1 penalty λ·Σ_ij |J_φ,ij|;
+- ``pcd``: persistent contrastive divergence, the negatives advanced by systematic-scan Gibbs
+  sweeps under the current J_φ (exact for a dense J_φ), + the same l1 penalty.
+
+The metric is the negative log-RMSE of J, −log sqrt(mean_ij (J_φ,ij − J_ij)²) (higher is better).
+
+**RBM** (:func:`train_rbm`). Bernoulli RBMs (:class:`edrepro.nets.RBM`) with few enough hidden
+units that log Z is exact, trained by
+
+- ``cd``: CD-k, negatives = k block-Gibbs steps from the data batch;
+- ``pcd``: persistent CD, k block-Gibbs steps of persistent chains per update;
+- ``ed``: Bernoulli energy discrepancy on the free energy F(v).
+
+All three minimise a loss whose gradient is their estimate of the negative log-likelihood
+gradient (for CD/PCD: mean F(v⁺) − mean F(v⁻)). The metric is the exact NLL in nats per image.
+
+Runs go through :func:`edrepro.train.train`; with ``cache_dir`` a run is checkpointed under a
+hash of its configuration and data, a finished run is loaded instead of retrained, an
+interrupted one resumes bitwise (persistent chains are a model buffer and are saved with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _checks, losses, nets, samplers, train
+
+# Bump to invalidate every cached run (e.g. after a change of the training mechanics).
+CACHE_VERSION = 1
+
+ISING_METHODS = ("ed", "pcd")
+RBM_METHODS = ("cd", "pcd", "ed")
+LABELS = {"ed": "ED-Bern", "pcd": "Persistent CD", "cd": "CD"}
+
+
+# ------------------------------------------------------------------------------------------
+# Ising ground truth, data and mixing diagnostics
+# ------------------------------------------------------------------------------------------
+
+
+def ising_coupling(side: int, sigma: float) -> torch.Tensor:
+    """The ground-truth J = σ·A of the periodic ``side`` × ``side`` lattice, shape (side², side²)."""
+    sigma = _checks.positive("sigma", sigma)
+    return sigma * nets.lattice_adjacency(side)
+
+
+def spins_to_binary(s: torch.Tensor) -> torch.Tensor:
+    """x = (s + 1)/2: spins {−1, 1} → binary {0, 1}."""
+    return (s + 1.0) / 2.0
+
+
+def _trace(coupling: torch.Tensor):
+    d = coupling.shape[0]
+
+    def fn(s: torch.Tensor) -> torch.Tensor:
+        # per chain: magnetisation m = mean spin, and energy per site −sᵀJs/D
+        return torch.stack([s.mean(1), -((s @ coupling) * s).sum(1) / d], dim=1)
+
+    return fn
+
+
+@dataclass
+class IsingSample:
+    """End states of ``n`` Gibbs chains and their per-sweep trace.
+
+    ``spins`` (n, D) in {−1, 1}; ``trace`` (n_sweeps, n, 2): per sweep and chain the magnetisation
+    m and the energy per site −sᵀJs/D; ``start`` how the chains were initialised.
+    """
+
+    spins: torch.Tensor
+    trace: torch.Tensor
+    start: str
+    seconds: float
+
+    @property
+    def binary(self) -> torch.Tensor:
+        return spins_to_binary(self.spins)
+
+
+def sample_ising(
+    coupling: torch.Tensor,
+    n_samples: int,
+    n_sweeps: int,
+    start: str = "aligned",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> IsingSample:
+    """``n_samples`` independent Gibbs chains of p(s) ∝ exp(sᵀJs), ``n_sweeps`` colour-class sweeps each.
+
+    ``start``: ``"aligned"`` — every spin of a chain +1 or every spin −1, the sign drawn per chain
+    with probability ½ (the model is symmetric under s → −s, so this start respects the symmetry,
+    and in the ordered phase it starts inside one of the two phases, which single-site Gibbs on
+    a torus cannot leave or reach from a random start in any affordable time); ``"random"`` —
+    uniform spins. The sites are updated by colour classes of :func:`samplers.interaction_colouring`.
+    """
+    _checks.choice("start", start, ("aligned", "random"))
+    n_samples = _checks.positive_int("n_samples", n_samples)
+    d = coupling.shape[0]
+    if start == "aligned":
+        sign = torch.where(torch.rand(n_samples, 1, generator=generator) < 0.5, 1.0, -1.0)
+        s0 = sign.expand(n_samples, d).clone()
+    else:
+        s0 = torch.where(torch.rand(n_samples, d, generator=generator) < 0.5, 1.0, -1.0)
+    colouring = samplers.interaction_colouring(coupling)
+    t0 = time.perf_counter()
+    s, trace = samplers.ising_gibbs_trace(
+        coupling, s0.to(coupling), n_sweeps, _trace(coupling), colouring=colouring, generator=generator, progress=progress
+    )
+    return IsingSample(s, trace, start, time.perf_counter() - t0)
+
+
+def autocorrelation(series: torch.Tensor | np.ndarray, max_lag: int | None = None) -> np.ndarray:
+    """Normalised autocorrelation ρ(k), k = 0…max_lag, of C parallel series of length T, shape (T, C).
+
+    Each series is centred by the mean over all chains and times (the chains share one stationary
+    law); the autocovariance at lag k is the average over chains and over the T − k available
+    pairs (computed by FFT) and is divided by lag 0. With the unbiased 1/(T − k) normalisation a
+    chain that never changes (e.g. the sign of m in the ordered phase) has ρ(k) = 1 at every lag.
+    """
+    x = np.asarray(series, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"series must have shape (T, C) with T >= 2, got {x.shape}")
+    t = x.shape[0]
+    max_lag = t - 1 if max_lag is None else _checks.positive_int("max_lag", max_lag, minimum=0)
+    x = x - x.mean()
+    n_fft = 1 << (2 * t - 1).bit_length()
+    f = np.fft.rfft(x, n=n_fft, axis=0)
+    k_max = min(max_lag, t - 1)
+    acov = np.fft.irfft(f * np.conj(f), n=n_fft, axis=0)[: k_max + 1].mean(axis=1) / (t - np.arange(k_max + 1))
+    if acov[0] <= 0:
+        return np.ones_like(acov)  # a constant series: no fluctuation to decorrelate
+    return acov / acov[0]
+
+
+def integrated_time(rho: np.ndarray, c: float = 5.0) -> float:
+    """Integrated autocorrelation time τ = 1 + 2 Σ_{k=1}^{W} ρ(k), with Sokal's window: the first W ≥ c·τ(W).
+
+    Returns ``inf`` when no window up to len(rho) − 1 satisfies W ≥ c·τ (the series is too short).
+    """
+    rho = np.asarray(rho, dtype=float)
+    c = _checks.positive("c", c)
+    taus = 1.0 + 2.0 * np.cumsum(rho[1:])
+    for w, tau in enumerate(taus, start=1):
+        if w >= c * tau:
+            return float(tau)
+    return math.inf
+
+
+@dataclass
+class MixingSummary:
+    """Mixing diagnostics of an :class:`IsingSample` (see :func:`mixing_summary`)."""
+
+    tau_m: float
+    tau_abs_m: float
+    tau_energy: float
+    mean_abs_m: float
+    mean_energy: float
+
+
+def mixing_summary(sample: IsingSample, burn_in: int) -> MixingSummary:
+    """τ of m, |m| and the energy per site over sweeps ``burn_in``…end, and their equilibrium means.
+
+    τ (in sweeps) comes from :func:`autocorrelation` and :func:`integrated_time` on the part of
+    the trace after ``burn_in``; the means are over the same part and all chains.
+    """
+    burn_in = _checks.positive_int("burn_in", burn_in, minimum=0)
+    tr = sample.trace[burn_in:].numpy()
+    if tr.shape[0] < 10:
+        raise ValueError(f"burn_in={burn_in} leaves {tr.shape[0]} sweeps of the trace; need at least 10")
+    m, e = tr[..., 0], tr[..., 1]
+    return MixingSummary(
+        tau_m=integrated_time(autocorrelation(m)),
+        tau_abs_m=integrated_time(autocorrelation(np.abs(m))),
+        tau_energy=integrated_time(autocorrelation(e)),
+        mean_abs_m=float(np.abs(m).mean()),
+        mean_energy=float(e.mean()),
+    )
+
+
+def neg_log_rmse(coupling: torch.Tensor, true_coupling: torch.Tensor) -> float:
+    """−log RMSE(J_φ, J) = −½·log mean_ij (J_φ,ij − J_ij)² over all D² entries (higher is better)."""
+    if coupling.shape != true_coupling.shape:
+        raise ValueError(f"coupling shapes differ: {tuple(coupling.shape)} and {tuple(true_coupling.shape)}")
+    mse = ((coupling.detach().double().cpu() - true_coupling.detach().double().cpu()) ** 2).mean().item()
+    return math.inf if mse == 0 else -0.5 * math.log(mse)
+
+
+# ------------------------------------------------------------------------------------------
+# Shared run machinery
+# ------------------------------------------------------------------------------------------
+
+
+class WithChains(nn.Module):
+    """A binary model together with the states of its persistent chains (a buffer, saved with it)."""
+
+    def __init__(self, model: nn.Module, chains: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("chains", chains.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return model.model if isinstance(model, WithChains) else model
+
+
+def _digest(x: torch.Tensor, binary: bool = False) -> str:
+    """A hash of a tensor's values; pass ``binary=True`` for a checked {0,1} tensor (hashed as bytes, 4× less data)."""
+    x = x.detach().cpu()
+    if binary:
+        x = x.to(torch.uint8)
+    return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """A short hash of a run's configuration (its cache file name)."""
+    text = json.dumps({"version": CACHE_VERSION, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _cache_path(cache_dir, kind: str, method: str, config: Mapping[str, Any]) -> Path | None:
+    if cache_dir is None:
+        return None
+    folder = Path(cache_dir) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{method}-{run_key(config)}.pt"
+
+
+@dataclass
+class BinaryRun:
+    """One training run of a binary model.
+
+    ``steps`` / ``seconds`` / ``metrics`` are the evaluation curve (training seconds exclude
+    evaluation); ``metrics`` maps a metric name to its values at ``steps``. ``model`` is the
+    trained :class:`~edrepro.nets.IsingModel` or :class:`~edrepro.nets.RBM` (without chains).
+    """
+
+    method: str
+    model: nn.Module
+    steps: list[int]
+    seconds: list[float]
+    metrics: dict[str, list[float]]
+    losses: list[float]
+    train_seconds: float
+    diverged_at: int | None
+    cached: bool
+    config: dict[str, Any] = field(default_factory=dict)
+    chains: torch.Tensor | None = None
+
+    def final(self, name: str) -> float:
+        return self.metrics[name][-1]
+
+
+def _run(model, loss_fn, data, n_steps, batch_size, lr, eval_every, eval_fn, seed, path, checkpoint_every, progress, desc, method, config):
+    existed = path is not None and path.exists()
+    device = next(model.parameters()).device
+    result = train.train(
+        model, train.with_device_noise(loss_fn, device), data, n_steps, lr=lr, batch_size=batch_size,
+        eval_every=eval_every, eval_fn=eval_fn, generator=torch.Generator().manual_seed(seed),
+        on_nonfinite="stop", checkpoint_path=path,
+        checkpoint_every=checkpoint_every if path is not None else None, progress=progress, desc=desc,
+    )
+    names = [k for k in result.evals[0] if k not in ("step", "seconds")]
+    done = len(result.losses)
+    return BinaryRun(
+        method=method, model=_inner(result.model),
+        steps=[int(e["step"]) for e in result.evals], seconds=[float(e["seconds"]) for e in result.evals],
+        metrics={k: [float(e[k]) for e in result.evals] for k in names}, losses=list(result.losses),
+        train_seconds=result.seconds, diverged_at=result.diverged_at,
+        cached=existed and result.resumed_from == done, config=dict(config),
+        chains=result.model.chains.clone() if isinstance(result.model, WithChains) else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Learning an Ising model
+# ------------------------------------------------------------------------------------------
+
+
+def _l1(model: nn.Module) -> torch.Tensor:
+    return _inner(model).coupling.abs().sum()
+
+
+def train_ising(
+    method: str,
+    data: torch.Tensor,
+    true_coupling: torch.Tensor,
+    n_steps: int,
+    *,
+    lr: float = 1e-2,
+    batch_size: int = 256,
+    l1: float = 0.01,
+    eps: float = 0.1,
+    m_particles: int = 32,
+    w: float = 1.0,
+    n_chains: int = 256,
+    gibbs_sweeps: int = 1,
+    eval_every: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = 1000,
+    progress: bool = True,
+    desc: str | None = None,
+) -> BinaryRun:
+    """Learn a symmetric J_φ (from J_φ = 0) from binary Ising data x = (s + 1)/2 with ``method``.
+
+    Both methods: Adam(``lr``), mini-batches of ``batch_size`` rows without repeats, ``n_steps``
+    updates, the loss plus ``l1``·Σ_ij |J_φ,ij| (all D² entries, i.e. each pair twice).
+
+    - ``ed``: :func:`losses.bernoulli_energy_discrepancy` with flip probability ``eps``,
+      ``m_particles`` negatives and stabiliser ``w``;
+    - ``pcd``: mean E(x⁺) − mean E(x⁻) with x⁻ the ``n_chains`` persistent chains (uniform start)
+      after ``gibbs_sweeps`` systematic-scan Gibbs sweeps under the current J_φ, all chains every
+      step. Its gradient is the stochastic log-likelihood gradient ⟨ssᵀ⟩_model − ⟨ssᵀ⟩_data.
+
+    The metric ``neg_log_rmse`` (:func:`neg_log_rmse` against ``true_coupling``) is recorded at
+    step 0, every ``eval_every`` steps and at the end.
+    """
+    _checks.choice("method", method, ISING_METHODS)
+    data = _checks.binary_batch("data", data)
+    d = data.shape[1]
+    nets._check_coupling("true_coupling", true_coupling, d)
+    _checks.positive_int("n_steps", n_steps)
+    l1 = _checks.non_negative("l1", l1)
+    eps = _checks.open_unit("eps", eps)
+    m_particles = _checks.positive_int("m_particles", m_particles)
+    w = _checks.non_negative("w", w)
+    n_chains = _checks.positive_int("n_chains", n_chains)
+    gibbs_sweeps = _checks.positive_int("gibbs_sweeps", gibbs_sweeps)
+    _checks.positive_int("seed", seed, minimum=0)
+    device = train.resolve_device(device)
+    hp = {"eps": eps, "m_particles": m_particles, "w": w} if method == "ed" else {"n_chains": n_chains, "gibbs_sweeps": gibbs_sweeps}
+    config = {
+        "kind": "ising", "method": method, "data": _digest(data, binary=True), "shape": list(data.shape),
+        "truth": _digest(true_coupling.float()), "n_steps": n_steps, "lr": lr, "batch_size": batch_size,
+        "l1": l1, "eval_every": eval_every, "seed": seed, **hp,
+    }
+    model: nn.Module = nets.IsingModel(d)
+    if method == "pcd":
+        gen = torch.Generator().manual_seed(seed)
+        model = WithChains(model, torch.where(torch.rand(n_chains, d, generator=gen) < 0.5, 1.0, -1.0))
+    model = model.to(device)
+    truth = true_coupling.to(device)
+
+    if method == "ed":
+        def loss_fn(m, x, g):
+            return losses.bernoulli_energy_discrepancy(m, x, eps, m_particles, w, generator=g) + l1 * _l1(m)
+    else:
+        def loss_fn(m, x, g):
+            j = m.model.coupling.detach()
+            s = samplers.ising_gibbs(j, m.chains, gibbs_sweeps, generator=g)
+            m.chains.copy_(s)
+            e = m(torch.cat([x, spins_to_binary(s)]))
+            return e[: x.shape[0]].mean() - e[x.shape[0]:].mean() + l1 * _l1(m)
+
+    def eval_fn(m, step):
+        return {"neg_log_rmse": neg_log_rmse(_inner(m).coupling, truth)}
+
+    path = _cache_path(cache_dir, "ising", method, config)
+    return _run(model, loss_fn, data.to(device), n_steps, batch_size, lr, eval_every, eval_fn, seed, path,
+                checkpoint_every, progress, desc or f"ising {method}", method, config)
+
+
+# ------------------------------------------------------------------------------------------
+# RBMs on binarised MNIST
+# ------------------------------------------------------------------------------------------
+
+
+def binarise(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """uint8 images (N, H, W) → float {0, 1} rows (N, H·W): pixel/255 > ``threshold``."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError(f"images must be a uint8 tensor of shape (N, H, W), got {_checks._show(images)}")
+    threshold = _checks.unit_interval("threshold", threshold)
+    return (images.float() / 255.0 > threshold).float().reshape(images.shape[0], -1)
+
+
+def bernoulli_nll(mean: torch.Tensor, x: torch.Tensor, clamp: float = 1e-3) -> float:
+    """Mean NLL in nats per row of binary ``x`` under independent Bernoullis with ``mean`` (clamped to [clamp, 1 − clamp])."""
+    x = _checks.binary_batch("x", x)
+    p = mean.clamp(clamp, 1 - clamp).to(x)
+    return float(-(x * torch.log(p) + (1 - x) * torch.log1p(-p)).sum(1).mean())
+
+
+@torch.no_grad()
+def rbm_nll(rbm: nets.RBM, x: torch.Tensor, chunk_size: int = 4096) -> float:
+    """Exact mean NLL in nats per row, mean_i [F(x_i)] + log Z, with log Z summed over all hidden states."""
+    return _nll(rbm, _checks.binary_batch("x", x), chunk_size)
+
+
+@torch.no_grad()
+def _nll(rbm: nets.RBM, x: torch.Tensor, chunk_size: int = 4096) -> float:
+    log_z = rbm.log_partition(chunk_size)
+    return float(torch.cat([rbm.free_energy(c) for c in x.split(8192)]).mean() + log_z)
+
+
+def train_rbm(
+    method: str,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    n_hidden: int,
+    n_steps: int,
+    *,
+    lr: float = 1e-2,
+    batch_size: int = 100,
+    eps: float = 0.01,
+    m_particles: int = 32,
+    w: float = 1.0,
+    cd_steps: int = 1,
+    n_chains: int = 100,
+    init_std: float = 0.01,
+    eval_every: int = 500,
+    eval_train: int = 10_000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = 1000,
+    progress: bool = True,
+    desc: str | None = None,
+) -> BinaryRun:
+    """Train an RBM with ``n_hidden`` hidden units on binary ``train_x`` by ``method``; exact NLL on ``test_x``.
+
+    Every method: the same initial RBM (W ~ N(0, ``init_std``²) from ``seed``, b_h = 0, b_v = the
+    logits of the training mean, i.e. the data-mean Bernoulli model), Adam(``lr``), mini-batches
+    of ``batch_size`` rows without repeats, ``n_steps`` updates.
+
+    - ``cd``: mean F(v⁺) − mean F(v⁻), v⁻ = ``cd_steps`` block-Gibbs steps from the batch;
+    - ``pcd``: the same with v⁻ = ``n_chains`` persistent chains (start: Bernoulli(data mean))
+      advanced ``cd_steps`` steps per update;
+    - ``ed``: :func:`losses.bernoulli_energy_discrepancy` of the free energy (``eps``,
+      ``m_particles``, ``w``).
+
+    Recorded at step 0, every ``eval_every`` steps and at the end: the exact NLL (nats per image)
+    of the whole ``test_x`` (``test_nll``) and of the first ``eval_train`` training rows (``train_nll``).
+    """
+    _checks.choice("method", method, RBM_METHODS)
+    train_x = _checks.binary_batch("train_x", train_x)
+    test_x = _checks.binary_batch("test_x", test_x)
+    if test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(f"test_x must have {train_x.shape[1]} columns like train_x, got shape {tuple(test_x.shape)}")
+    n_hidden = _checks.positive_int("n_hidden", n_hidden)
+    if n_hidden > nets.RBM.max_exact_hidden:
+        raise ValueError(f"n_hidden must be <= {nets.RBM.max_exact_hidden} for an exact log Z, got {n_hidden}")
+    _checks.positive_int("n_steps", n_steps)
+    eps = _checks.open_unit("eps", eps)
+    m_particles = _checks.positive_int("m_particles", m_particles)
+    w = _checks.non_negative("w", w)
+    cd_steps = _checks.positive_int("cd_steps", cd_steps)
+    n_chains = _checks.positive_int("n_chains", n_chains)
+    eval_train = _checks.positive_int("eval_train", eval_train)
+    _checks.positive_int("seed", seed, minimum=0)
+    device = train.resolve_device(device)
+    hp = {"ed": {"eps": eps, "m_particles": m_particles, "w": w}, "cd": {"cd_steps": cd_steps},
+          "pcd": {"cd_steps": cd_steps, "n_chains": n_chains}}[method]
+    config = {
+        "kind": "rbm", "method": method, "train": _digest(train_x, binary=True), "test": _digest(test_x, binary=True),
+        "shape": list(train_x.shape), "n_hidden": n_hidden, "n_steps": n_steps, "lr": lr,
+        "batch_size": batch_size, "init_std": init_std, "eval_every": eval_every,
+        "eval_train": eval_train, "seed": seed, **hp,
+    }
+    mean = train_x.mean(0)
+    gen = torch.Generator().manual_seed(seed)
+    model: nn.Module = nets.RBM(train_x.shape[1], n_hidden, init_std, nets.bernoulli_logits(mean), generator=gen)
+    if method == "pcd":
+        model = WithChains(model, (torch.rand(n_chains, train_x.shape[1], generator=gen) < mean).float())
+    model = model.to(device)
+    test_dev, train_eval = test_x.to(device), train_x[:eval_train].to(device)
+
+    if method == "ed":
+        def loss_fn(m, x, g):
+            return losses.bernoulli_energy_discrepancy(m, x, eps, m_particles, w, generator=g)
+    elif method == "cd":
+        def loss_fn(m, x, g):
+            v, _ = samplers.rbm_gibbs(m, x, cd_steps, generator=g)
+            f = m(torch.cat([x, v]))
+            return f[: x.shape[0]].mean() - f[x.shape[0]:].mean()
+    else:
+        def loss_fn(m, x, g):
+            v, _ = samplers.rbm_gibbs(m.model, m.chains, cd_steps, generator=g)
+            m.chains.copy_(v)
+            f = m(torch.cat([x, v]))
+            return f[: x.shape[0]].mean() - f[x.shape[0]:].mean()
+
+    def eval_fn(m, step):
+        rbm = _inner(m)
+        return {"test_nll": _nll(rbm, test_dev), "train_nll": _nll(rbm, train_eval)}
+
+    path = _cache_path(cache_dir, "rbm", method, config)
+    return _run(model, loss_fn, train_x.to(device), n_steps, batch_size, lr, eval_every, eval_fn, seed, path,
+                checkpoint_every, progress, desc or f"rbm {method}", method, config)
+
+
+# ------------------------------------------------------------------------------------------
+# Reference values and tables
+# ------------------------------------------------------------------------------------------
+
+PAPER_ISING: dict[float, dict[str, float]] = {
+    0.1: {"ed": 5.1, "gibbs": 4.8, "gwg": 4.8},
+    0.2: {"ed": 4.0, "gibbs": 4.7, "gwg": 4.7},
+    0.3: {"ed": 2.9, "gibbs": 3.4, "gwg": 3.4},
+    0.4: {"ed": 2.5, "gibbs": 2.6, "gwg": 2.6},
+    0.5: {"ed": 2.3, "gibbs": 2.3, "gwg": 2.3},
+}
+"""Negative log-RMSE of J reported by the workshop paper (arXiv 2307.07595) for D = 10×10:
+ED-Bern, PCD with Gibbs sampling and with Gibbs-with-gradients (GWG)."""
+
+
+def zero_coupling_score(side: int, sigma: float) -> float:
+    """Negative log-RMSE of the trivial estimate J_φ = 0: −log(σ·√(4D)/D) = −log(2σ/side)."""
+    side = _checks.positive_int("side", side, minimum=3)
+    sigma = _checks.positive("sigma", sigma)
+    return -math.log(2.0 * sigma / side)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]], digits: int = 2) -> str:
+    """A markdown table; floats are written with ``digits`` decimals, None as an em dash."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, float):
+            return "∞" if math.isinf(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"every row must have {len(header)} cells like the header")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,352 @@
+"""Tests for the discrete-ED chapter: lattice, Ising/RBM models, Gibbs samplers and experiment mechanics.
+
+The Gibbs samplers are checked against exact distributions computed by enumerating every state
+of a 3×3 Ising model (512 states) and of a tiny RBM; the exact RBM log Z against brute force.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edrepro import discrete, losses, nets, samplers
+
+# ------------------------------------------------------------------ helpers
+
+
+def all_spins(d: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)), dtype=torch.float64)
+
+
+def all_binary(d: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=torch.float64)
+
+
+def exact_ising(coupling: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All states and their probabilities under p(s) ∝ exp(sᵀJs + bᵀs)."""
+    s = all_spins(coupling.shape[0])
+    logp = ((s @ coupling) * s).sum(1) + s @ bias
+    return s, torch.softmax(logp, 0)
+
+
+def ising_3x3(sigma: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    coupling = sigma * nets.lattice_adjacency(3, dtype=torch.float64)
+    bias = torch.linspace(-0.4, 0.4, 9, dtype=torch.float64)  # breaks the ± symmetry: non-trivial marginals
+    return coupling, bias
+
+
+def tiny_rbm(n_visible: int = 5, n_hidden: int = 4, seed: int = 0) -> nets.RBM:
+    g = torch.Generator().manual_seed(seed)
+    rbm = nets.RBM(n_visible, n_hidden, init_std=1.0, generator=g).double()
+    with torch.no_grad():
+        rbm.visible_bias.copy_(torch.randn(n_visible, generator=g, dtype=torch.float64))
+        rbm.hidden_bias.copy_(torch.randn(n_hidden, generator=g, dtype=torch.float64))
+    return rbm
+
+
+# ------------------------------------------------------------------ lattice and colouring
+
+
+def test_lattice_adjacency_is_the_periodic_square_lattice():
+    a = nets.lattice_adjacency(4)
+    assert a.shape == (16, 16)
+    assert torch.equal(a, a.T) and a.diagonal().abs().sum() == 0
+    assert torch.equal(a.sum(1), torch.full((16,), 4.0))
+    # site (0, 0) = 0: neighbours (1, 0) = 4, (3, 0) = 12, (0, 1) = 1, (0, 3) = 3 (wrap-around)
+    assert a[0].nonzero().flatten().tolist() == [1, 3, 4, 12]
+    assert nets.lattice_adjacency(3).sum() == 9 * 4
+    for bad in (2, 0, 3.0, True):
+        with pytest.raises(ValueError, match="side"):
+            nets.lattice_adjacency(bad)
+
+
+@pytest.mark.parametrize("side, n_colours", [(4, 2), (10, 2), (3, None), (5, None)])
+def test_interaction_colouring_partitions_into_non_interacting_classes(side, n_colours):
+    a = nets.lattice_adjacency(side)
+    classes = samplers.interaction_colouring(a)
+    flat = torch.cat(classes).sort().values
+    assert torch.equal(flat, torch.arange(side * side))
+    for c in classes:
+        assert a[c][:, c].abs().sum() == 0
+    if n_colours is not None:  # even side: the checkerboard
+        assert len(classes) == n_colours
+    assert len(samplers.interaction_colouring(torch.ones(4, 4) - torch.eye(4))) == 4  # dense: one site each
+
+
+# ------------------------------------------------------------------ Ising model and Gibbs sampler
+
+
+def test_ising_model_energy_convention_and_parametrisation():
+    torch.manual_seed(0)
+    model = nets.IsingModel(6, learn_bias=True)
+    with torch.no_grad():
+        model.weight.normal_()
+        model.bias.normal_()
+    j = model.coupling
+    assert torch.allclose(j, j.T) and j.diagonal().abs().sum() == 0
+    x = (torch.rand(8, 6) < 0.5).float()
+    s = 2 * x - 1
+    expected = -torch.einsum("bi,ij,bj->b", s, j, s) - s @ model.bias
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(model.spin_energy(s), expected)
+    # the energy difference of one flip is the Gibbs conditional's logit 4 Σ_j J_ij s_j + 2 b_i
+    i = 2
+    up, down = s.clone(), s.clone()
+    up[:, i], down[:, i] = 1.0, -1.0
+    logit = model.spin_energy(down) - model.spin_energy(up)
+    torch.testing.assert_close(logit, 4 * (s @ j[:, i]) + 2 * model.bias[i])
+    assert not nets.IsingModel(3).bias.requires_grad
+    truth = 0.2 * nets.lattice_adjacency(3)
+    torch.testing.assert_close(nets.IsingModel(9, init_coupling=truth).coupling, truth)
+    with pytest.raises(ValueError, match="init_coupling"):
+        nets.IsingModel(9, init_coupling=truth + torch.eye(9))
+    with pytest.raises(ValueError, match="s must have shape"):
+        model.spin_energy(torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_ising_gibbs_reproduces_exact_marginals_of_3x3_model(colour):
+    coupling, bias = ising_3x3()
+    states, p = exact_ising(coupling, bias)
+    exact_mean = p @ states  # E[s_i]
+    exact_corr = torch.einsum("k,ki,kj->ij", p, states, states)  # E[s_i s_j]
+    g = torch.Generator().manual_seed(1)
+    s0 = torch.where(torch.rand(6000, 9, generator=g, dtype=torch.float64) < 0.5, 1.0, -1.0)
+    colouring = samplers.interaction_colouring(coupling) if colour else None
+    s = samplers.ising_gibbs(coupling, s0, 200, bias=bias, colouring=colouring, generator=g)
+    assert ((s == 1) | (s == -1)).all()
+    # Monte-Carlo standard error ≤ 1/√6000 ≈ 0.013; 0.05 is about 4 standard errors
+    assert (s.mean(0) - exact_mean).abs().max() < 0.05
+    emp_corr = s.T @ s / s.shape[0]
+    assert (emp_corr - exact_corr).abs().max() < 0.05
+    # and the full distribution: total variation over the 512 states (histogram of 6000 draws)
+    codes = ((s > 0).long() * (1 << torch.arange(8, -1, -1))).sum(1)
+    emp = torch.bincount(codes, minlength=512).double() / s.shape[0]
+    assert 0.5 * (emp - p).abs().sum() < 0.12  # the sampling noise alone gives TV ≈ 0.1
+
+
+def test_ising_gibbs_dense_coupling_sequential_scan():
+    g = torch.Generator().manual_seed(3)
+    w = 0.3 * torch.randn(5, 5, generator=g, dtype=torch.float64)
+    coupling = (w + w.T) / 2 * (1 - torch.eye(5, dtype=torch.float64))
+    bias = 0.2 * torch.randn(5, generator=g, dtype=torch.float64)
+    states, p = exact_ising(coupling, bias)
+    s = samplers.ising_gibbs(coupling, torch.ones(8000, 5, dtype=torch.float64), 40, bias=bias, generator=g)
+    codes = ((s > 0).long() * (1 << torch.arange(4, -1, -1))).sum(1)
+    emp = torch.bincount(codes, minlength=32).double() / s.shape[0]
+    assert 0.5 * (emp - p).abs().sum() < 0.04
+
+
+def test_ising_gibbs_is_deterministic_and_traces():
+    coupling, _ = ising_3x3()
+    s0 = torch.ones(4, 9, dtype=torch.float64)
+    a = samplers.ising_gibbs(coupling, s0, 5, generator=torch.Generator().manual_seed(0))
+    b = samplers.ising_gibbs(coupling, s0, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert torch.equal(samplers.ising_gibbs(coupling, s0, 0), s0)
+    s, tr = samplers.ising_gibbs_trace(coupling, s0, 7, lambda s: s.mean(1), generator=torch.Generator().manual_seed(0))
+    assert tr.shape == (7, 4) and torch.equal(tr[-1], s.mean(1))
+
+
+def test_ising_gibbs_rejects_bad_input():
+    coupling, _ = ising_3x3()
+    s0 = torch.ones(2, 9, dtype=torch.float64)
+    with pytest.raises(ValueError, match="symmetric"):
+        samplers.ising_gibbs(coupling + torch.eye(9, dtype=torch.float64), s0, 1)
+    asym = coupling.clone()
+    asym[0, 1] += 1
+    with pytest.raises(ValueError, match="symmetric"):
+        samplers.ising_gibbs(asym, s0, 1)
+    with pytest.raises(ValueError, match="spins"):
+        samplers.ising_gibbs(coupling, torch.zeros(2, 9, dtype=torch.float64), 1)
+    with pytest.raises(ValueError, match="interacting"):
+        samplers.ising_gibbs(coupling, s0, 1, colouring=[torch.arange(9)])
+    with pytest.raises(ValueError, match="partition"):
+        samplers.ising_gibbs(coupling, s0, 1, colouring=[torch.arange(4)])
+    with pytest.raises(ValueError, match="bias"):
+        samplers.ising_gibbs(coupling, s0, 1, bias=torch.zeros(3))
+    with pytest.raises(ValueError, match="n_sweeps"):
+        samplers.ising_gibbs(coupling, s0, -1)
+
+
+# ------------------------------------------------------------------ RBM
+
+
+def test_rbm_exact_log_partition_matches_brute_force():
+    rbm = tiny_rbm()
+    v, h = all_binary(5), all_binary(4)
+    vv = v.repeat_interleave(len(h), 0)
+    hh = h.repeat(len(v), 1)
+    with torch.no_grad():
+        brute = torch.logsumexp(-rbm.joint_energy(vv, hh), 0)
+        torch.testing.assert_close(rbm.log_partition(), brute)
+        torch.testing.assert_close(rbm.log_partition(chunk_size=3), brute)  # chunks that do not divide 2^H
+        # the free energy is −log Σ_h exp(−E(v, h))
+        f = -torch.logsumexp(-rbm.joint_energy(vv, hh).view(len(v), len(h)), 1)
+        torch.testing.assert_close(rbm.free_energy(v), f)
+        torch.testing.assert_close(rbm.log_prob(v).exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert rbm(v).shape == (32,)
+
+
+def test_rbm_log_partition_is_differentiable_and_guarded():
+    rbm = tiny_rbm(3, 2)
+    rbm.log_partition().backward()
+    # ∂ log Z / ∂ b_v = E_model[v]
+    v = all_binary(3)
+    with torch.no_grad():
+        expected = rbm.log_prob(v).exp() @ v
+    torch.testing.assert_close(rbm.visible_bias.grad, expected)
+    with pytest.raises(ValueError, match="H = 27"):
+        nets.RBM(4, 27).log_partition()
+    with pytest.raises(ValueError, match="visible_bias"):
+        nets.RBM(4, 2, visible_bias=torch.zeros(3))
+    with pytest.raises(ValueError, match="v must have shape"):
+        nets.RBM(4, 2).free_energy(torch.zeros(2, 5))
+
+
+def test_rbm_conditionals_are_the_joint_energy_differences():
+    rbm = tiny_rbm()
+    g = torch.Generator().manual_seed(0)
+    v = (torch.rand(6, 5, generator=g) < 0.5).double()
+    h = (torch.rand(6, 4, generator=g) < 0.5).double()
+    with torch.no_grad():
+        h1, h0 = h.clone(), h.clone()
+        h1[:, 0], h0[:, 0] = 1.0, 0.0
+        torch.testing.assert_close(rbm.hidden_probs(v)[:, 0], torch.sigmoid(rbm.joint_energy(v, h0) - rbm.joint_energy(v, h1)))
+        v1, v0 = v.clone(), v.clone()
+        v1[:, 2], v0[:, 2] = 1.0, 0.0
+        torch.testing.assert_close(rbm.visible_probs(h)[:, 2], torch.sigmoid(rbm.joint_energy(v0, h) - rbm.joint_energy(v1, h)))
+
+
+def test_rbm_block_gibbs_samples_the_exact_marginal():
+    rbm = tiny_rbm(4, 3, seed=2)
+    v_all = all_binary(4)
+    with torch.no_grad():
+        p = rbm.log_prob(v_all).exp()
+    g = torch.Generator().manual_seed(0)
+    v0 = torch.zeros(20000, 4, dtype=torch.float64)
+    v, pv = samplers.rbm_gibbs(rbm, v0, 30, generator=g)
+    assert pv.shape == v.shape and ((v == 0) | (v == 1)).all()
+    codes = (v.long() * torch.tensor([8, 4, 2, 1])).sum(1)
+    emp = torch.bincount(codes, minlength=16).double() / len(v)
+    assert 0.5 * (emp - p).abs().sum() < 0.02
+    a, _ = samplers.rbm_gibbs(rbm, v0[:5], 3, generator=torch.Generator().manual_seed(1))
+    b, _ = samplers.rbm_gibbs(rbm, v0[:5], 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="0 and 1"):
+        samplers.rbm_gibbs(rbm, v0[:5] + 0.5, 1)
+    with pytest.raises(ValueError, match="RBM"):
+        samplers.rbm_gibbs(torch.nn.Linear(4, 1), v0[:5], 1)
+
+
+def test_bernoulli_logits_give_the_data_mean_model():
+    mean = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    logits = nets.bernoulli_logits(mean)
+    torch.testing.assert_close(torch.sigmoid(logits), torch.tensor([1e-3, 0.25, 0.5, 1 - 1e-3]))
+    rbm = nets.RBM(4, 2, init_std=0.0, visible_bias=logits)
+    x = (torch.rand(10, 4) < 0.5).float()
+    x[:, 0], x[:, 3] = 0.0, 1.0
+    # with W = 0 the RBM's log p is the Bernoulli model's (each hidden unit contributes log 2 to F and Z)
+    with torch.no_grad():
+        torch.testing.assert_close(-rbm.log_prob(x).mean().item(), discrete.bernoulli_nll(mean, x), rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------ experiment mechanics
+
+
+def test_autocorrelation_of_ar1_gives_its_integrated_time():
+    rng = np.random.default_rng(0)
+    phi, t, c = 0.8, 4000, 50
+    x = np.zeros((t, c))
+    for k in range(1, t):
+        x[k] = phi * x[k - 1] + rng.standard_normal(c)
+    rho = discrete.autocorrelation(x, max_lag=100)
+    assert abs(rho[1] - phi) < 0.02 and rho[0] == 1.0
+    assert abs(discrete.integrated_time(rho) - (1 + phi) / (1 - phi)) < 0.6  # exact: 9
+    assert math.isinf(discrete.integrated_time(np.ones(10)))
+    assert np.all(discrete.autocorrelation(np.ones((5, 2))) == 1.0)
+    frozen = np.tile(np.array([1.0, -1.0, 1.0, -1.0]), (50, 1))  # chains that never change sign
+    np.testing.assert_allclose(discrete.autocorrelation(frozen), 1.0)
+    assert math.isinf(discrete.integrated_time(discrete.autocorrelation(frozen)))
+
+
+def test_neg_log_rmse_binarise_and_nll():
+    j = torch.zeros(4, 4)
+    assert discrete.neg_log_rmse(j + 0.1, j) == pytest.approx(-math.log(0.1))
+    assert math.isinf(discrete.neg_log_rmse(j, j))
+    with pytest.raises(ValueError, match="shapes"):
+        discrete.neg_log_rmse(j, torch.zeros(3, 3))
+    images = torch.tensor([[[0, 127], [128, 255]]], dtype=torch.uint8)
+    assert discrete.binarise(images).tolist() == [[0.0, 0.0, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="uint8"):
+        discrete.binarise(images.float())
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert discrete.bernoulli_nll(torch.tensor([0.5, 0.5]), x) == pytest.approx(2 * math.log(2), rel=1e-6)
+    rbm = tiny_rbm(2, 2).float()
+    with torch.no_grad():
+        assert discrete.rbm_nll(rbm, x) == pytest.approx(-rbm.log_prob(x).mean().item(), rel=1e-5)
+
+
+def test_sample_ising_starts_and_mixing_summary():
+    coupling = discrete.ising_coupling(4, 0.1)
+    g = torch.Generator().manual_seed(0)
+    aligned = discrete.sample_ising(coupling, 200, 60, start="aligned", generator=g)
+    assert aligned.trace.shape == (60, 200, 2) and aligned.binary.shape == (200, 16)
+    first = aligned.trace[0, :, 0]
+    assert first.abs().min() < 1  # after one sweep the aligned start has already moved
+    summary = discrete.mixing_summary(aligned, burn_in=20)
+    assert 1 <= summary.tau_energy < 5 and 0 < summary.mean_abs_m < 1
+    with pytest.raises(ValueError, match="start"):
+        discrete.sample_ising(coupling, 10, 5, start="hot")
+    with pytest.raises(ValueError, match="burn_in"):
+        discrete.mixing_summary(aligned, burn_in=55)
+
+
+@pytest.mark.parametrize("method", ["ed", "pcd"])
+def test_train_ising_learns_and_is_deterministic(method, tmp_path):
+    truth = discrete.ising_coupling(3, 0.2)
+    g = torch.Generator().manual_seed(0)
+    data = discrete.sample_ising(truth, 400, 50, generator=g).binary
+    kw = dict(lr=0.02, batch_size=100, eval_every=50, progress=False, n_chains=64, m_particles=8)
+    run = discrete.train_ising(method, data, truth, 150, cache_dir=tmp_path, **kw)
+    nlr = run.metrics["neg_log_rmse"]
+    assert run.steps == [0, 50, 100, 150] and nlr[-1] > nlr[0] + 0.3  # better than J = 0
+    assert isinstance(run.model, nets.IsingModel) and not run.cached
+    again = discrete.train_ising(method, data, truth, 150, cache_dir=tmp_path, **kw)
+    assert again.cached and again.metrics == run.metrics
+    fresh = discrete.train_ising(method, data, truth, 150, cache_dir=None, **kw)
+    assert fresh.metrics == run.metrics
+    assert (run.chains is not None) == (method == "pcd")
+    with pytest.raises(ValueError, match="method"):
+        discrete.train_ising("cd", data, truth, 10)
+    with pytest.raises(ValueError, match="true_coupling"):
+        discrete.train_ising(method, data, torch.zeros(4, 4), 10)
+
+
+@pytest.mark.parametrize("method", ["cd", "pcd", "ed"])
+def test_train_rbm_improves_on_tiny_binary_data(method):
+    g = torch.Generator().manual_seed(0)
+    # two prototypes with 5 % pixel noise: an RBM with 2 hidden units fits them much better than the mean
+    protos = torch.tensor([[1.0] * 6 + [0.0] * 6, [0.0] * 6 + [1.0] * 6])
+    x = protos[torch.randint(0, 2, (600,), generator=g)]
+    x = (x - (torch.rand(x.shape, generator=g) < 0.05).float()).abs()
+    run = discrete.train_rbm(method, x[:500], x[500:], 2, 300, lr=0.05, batch_size=50, eps=0.1, m_particles=8,
+                             n_chains=50, init_std=0.1, eval_every=100, eval_train=200, progress=False)
+    nll = run.metrics["test_nll"]
+    baseline = discrete.bernoulli_nll(x[:500].mean(0), x[500:])
+    assert nll[0] == pytest.approx(baseline, abs=0.5)
+    assert nll[-1] < baseline - 1.0
+    with pytest.raises(ValueError, match="n_hidden"):
+        discrete.train_rbm(method, x, x, 27, 10)
+
+
+def test_bernoulli_ed_of_an_rbm_runs_on_the_free_energy():
+    rbm = tiny_rbm(5, 3).float()
+    x = (torch.rand(7, 5) < 0.5).float()
+    loss = losses.bernoulli_energy_discrepancy(rbm, x, 0.2, 4, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and rbm.weight.grad is not None
