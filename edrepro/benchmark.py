@@ -182,14 +182,7 @@ def run(
         "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "eval_every": eval_every,
         "eval_samples": eval_samples, "nll_grid": nll_grid,
     }
-    path = None
-    if cache_dir is not None:
-        folder = Path(cache_dir) / dataset
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{method}-{run_key(config)}-seed{seed}.pt"
-        if fresh:
-            path.unlink(missing_ok=True)
-            path.with_suffix(".json").unlink(missing_ok=True)
+    path = density.cache_path(cache_dir, dataset, method, run_key(config), seed, fresh)
 
     def eval_fn(ema_model: nn.Module, step: int) -> dict[str, float]:
         net = ema_model.net if isinstance(ema_model, density.PersistentChains) else ema_model

@@ -312,6 +312,24 @@ def train_run(
     return result, timing, existed and result.resumed_from == done
 
 
+def cache_path(
+    cache_dir: str | os.PathLike | None, dataset: str, method: str, key: str, seed: int, fresh: bool
+) -> Path | None:
+    """``cache_dir/DATASET/METHOD-KEY-seedSEED.pt`` (folder created), or None without a cache.
+
+    With ``fresh`` the checkpoint and its ``.json`` timing record are deleted first, so the run retrains.
+    """
+    if cache_dir is None:
+        return None
+    folder = Path(cache_dir) / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{method}-{key}-seed{seed}.pt"
+    if fresh:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
 def run_key(config: Mapping[str, Any]) -> str:
     """A short hash of a run's configuration (its cache file name)."""
     text = json.dumps({"version": CACHE_VERSION, **config}, sort_keys=True, default=str)
@@ -390,14 +408,7 @@ def run(
         "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "eval_every": eval_every,
         "eval_samples": eval_samples, "metric": metric, **({"nll_grid": nll_grid} if metric == "nll" else {}),
     }
-    path = None
-    if cache_dir is not None:
-        folder = Path(cache_dir) / dataset
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{method}-{run_key(config)}-seed{seed}.pt"
-        if fresh:
-            path.unlink(missing_ok=True)
-            path.with_suffix(".json").unlink(missing_ok=True)
+    path = cache_path(cache_dir, dataset, method, run_key(config), seed, fresh)
 
     def evaluate(ema_model: nn.Module, step: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(_eval_seed(seed, step))
