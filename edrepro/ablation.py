@@ -4,26 +4,24 @@ The authors vary the noise scale and the stabilisation of ED on 25 Gaussians: ro
 {0.05, 50} at w = 1 and rows w ∈ {0, 0.05, 50} at std 1, each against M ∈ {1, 32, 512}. In
 this book t is the *variance* of each Gaussian step, so their std s is t = s² here
 (:func:`variance_of_std`). One :class:`Cell` is one (t, w, M) configuration; :func:`ablation_grid`
-builds the rows × columns list, :func:`run_cells` trains every cell with
-:func:`edrepro.density.run` (cached on disk, so an interrupted grid resumes cell by cell, and
-optionally on several worker processes), and :func:`annotation` / :func:`effective_mse` turn a
+builds the rows × columns list, :func:`page_specs` turns the page's cells into runs of
+:mod:`edrepro.density` (computed and cached by :mod:`edrepro.runs`, so an interrupted grid resumes
+cell by cell, on worker processes if asked), and :func:`annotation` / :func:`effective_mse` turn a
 finished run into the text and the number shown in its heatmap cell (a diverged run reads
-"diverged at step k" and counts as an infinite error).
+"diverged at step k (loss)" and counts as an infinite error).
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import _checks, density, metrics, plotting
+from . import _checks, density, metrics, plotting, runs
 
 
 def variance_of_std(std: float) -> float:
@@ -81,81 +79,58 @@ def ablation_grid(
     return rows, cells
 
 
-def _train_cell(cell: Cell, seed: int, n_steps: int, run_kwargs: dict[str, Any]) -> float:
-    # Runs in a worker process: one thread per worker, the result lands in the cache.
-    import torch
-
-    torch.set_num_threads(1)
-    density.run("ed", seed=seed, n_steps=n_steps, hparams=cell.hparams, progress=False, **run_kwargs)
-    return 0.0
+def page_cells(params: Mapping[str, Any]) -> tuple[list[str], list[Cell]]:
+    """The rows and cells of the ablation page for its parameters."""
+    return ablation_grid(params["t_values"], params["w_values"], params["m_values"], params["w_for_t"], params["t_for_w"])
 
 
-def run_cells(
-    cells: Sequence[Cell], seed: int, n_steps: int, *, workers: int = 1, progress: bool = True, **run_kwargs: Any
-) -> dict[Cell, density.RunResult]:
-    """Train every cell with :func:`edrepro.density.run` (method ``"ed"``) and return its result.
-
-    ``run_kwargs`` go to :func:`edrepro.density.run` (``dataset``, ``batch_size``, ``eval_every``,
-    ``cache_dir``, ...). With ``workers`` > 1 the cells are first trained in that many processes
-    (one torch thread each, the most expensive cells first) into ``cache_dir``, then loaded here;
-    the results are identical to ``workers = 1`` (each run's randomness depends on its seed only).
-    Finished cells are loaded from the cache, interrupted ones resume; ``fresh=True`` retrains them.
-    The workers are *spawned* processes: in a script, call this under ``if __name__ == "__main__":``
-    (a notebook or pytest needs nothing).
-    """
-    cells = list(cells)
-    if not cells or not all(isinstance(c, Cell) for c in cells):
-        raise ValueError("cells must be a non-empty sequence of Cell")
-    if len(set(cells)) != len(cells):
-        raise ValueError("cells must be distinct")
-    _checks.positive_int("workers", workers)
-    if workers > 1 and run_kwargs.get("cache_dir", "runs/density") is None:
-        raise ValueError("workers > 1 needs a cache_dir: the worker processes hand their runs back through it")
-    if workers > 1:
-        order = sorted(cells, key=lambda c: -c.m)  # longest first: better packing of the workers
-        kwargs = {k: v for k, v in run_kwargs.items() if k != "progress"}
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=ctx) as pool:
-            futures = [pool.submit(_train_cell, c, seed, n_steps, kwargs) for c in order]
-            for f in futures:
-                f.result()  # re-raises a worker's exception here
-        run_kwargs = {**run_kwargs, "fresh": False}  # the workers retrained them; load what they wrote
-    return {
-        c: density.run("ed", seed=seed, n_steps=n_steps, hparams=c.hparams, progress=progress, **run_kwargs)
-        for c in cells
-    }
+def cell_spec(cell: Cell, params: Mapping[str, Any]) -> runs.RunSpec:
+    """The ED run of one cell (:func:`edrepro.density.spec`) with the page's shared settings."""
+    return density.spec(
+        "ed", params["dataset"], params["seed"], params["n_steps"], hparams=cell.hparams, batch_size=params["batch_size"],
+        lr=params["lr"], ema_decay=params["ema_decay"], eval_every=params["eval_every"], eval_samples=params["eval_samples"],
+        chapter="density_ablations",
+    )
 
 
-def effective_mse(result: density.RunResult) -> float:
+def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
+    """The runs of the ablation page for its parameters, one per cell, row by row."""
+    return [cell_spec(c, params) for c in page_cells(params)[1]]
+
+
+def effective_mse(record: runs.RunRecord) -> float:
     """The final MSE of the log-density, or +inf for a diverged run (or a non-finite MSE)."""
-    if result.diverged_at is not None:
+    if record.diverged:
         return math.inf
-    value = float(result.mse[-1])
+    value = float(record.final("mse"))
     return value if math.isfinite(value) else math.inf
 
 
-def annotation(result: density.RunResult) -> str:
-    """The text of a heatmap cell: ``"MSE 0.123"`` or ``"diverged at step k"``."""
-    if result.diverged_at is not None:
-        return f"diverged at step {result.diverged_at:,}"
-    value = float(result.mse[-1])
+def annotation(record: runs.RunRecord) -> str:
+    """The text of a heatmap cell: ``"MSE 0.123"`` or ``"diverged at step k (loss)"``."""
+    if record.diverged:
+        return record.outcome_text()
+    value = float(record.final("mse"))
     return f"MSE {value:.3g}" if math.isfinite(value) else "MSE not finite"
 
 
 def mse_table(
-    results: Mapping[Cell, density.RunResult], rows: Sequence[str], m_values: Sequence[int]
+    results: Mapping[Cell, runs.RunRecord], rows: Sequence[str], m_values: Sequence[int]
 ) -> list[list[float]]:
     """The :func:`effective_mse` of every cell as a rows × M table (KeyError if a cell is missing)."""
     by_key = {(c.row, c.m): r for c, r in results.items()}
     return [[effective_mse(by_key[(row, m)]) for m in m_values] for row in rows]
 
 
-def cell_density(result: density.RunResult, bounds: tuple[float, float] = (-4.0, 4.0), n: int = 100) -> np.ndarray | None:
-    """The grid-normalised density of a run's EMA model (:func:`edrepro.plotting.grid_density`),
-    or None when its energies are not finite on the grid (a diverged model)."""
+def cell_density(
+    record: runs.RunRecord, bounds: tuple[float, float] = (-4.0, 4.0), n: int = 100, energy: Callable | None = None
+) -> np.ndarray | None:
+    """The grid-normalised density of a run's EMA model (or of ``energy``, when given;
+    :func:`edrepro.plotting.grid_density`), or None when its energies are not finite on the grid
+    (a diverged model)."""
     try:
         with torch.no_grad():
-            p = plotting.grid_density(result.energy, bounds, n)
+            p = plotting.grid_density(energy or density.energy(record), bounds, n)
     except ValueError:  # energies rejected as non-finite
         return None
     return p if np.isfinite(p).all() else None
@@ -176,14 +151,3 @@ def energy_range(energy: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[f
     if not torch.isfinite(e).all():
         return math.inf
     return float(e.max() - e.min())
-
-
-def cpu_seconds() -> float:
-    """CPU seconds used so far by this process and by its finished child processes (e.g. the workers of
-    :func:`run_cells`): a measure of the work done that, unlike wall-clock time, does not grow with
-    the load other programs put on the machine."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

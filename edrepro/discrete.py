@@ -25,31 +25,26 @@ units that log Z is exact, trained by
 All three minimise a loss whose gradient is their estimate of the negative log-likelihood
 gradient (for CD/PCD: mean F(v⁺) − mean F(v⁻)). The metric is the exact NLL in nats per image.
 
-Runs go through :func:`edrepro.train.train`; with ``cache_dir`` a run is checkpointed under a
-hash of its configuration and data, a finished run is loaded instead of retrained, an
-interrupted one resumes bitwise (persistent chains are a model buffer and are saved with it).
+Runs are :class:`edrepro.runs.RunSpec` values (:func:`ising_spec`, :func:`rbm_spec`, and the page's
+:func:`page_specs`) trained by :func:`train_ising_spec` / :func:`train_rbm_spec` through
+:func:`edrepro.train.train`; :mod:`edrepro.runs` caches, locks, checkpoints and resumes them
+(persistent chains are a model buffer, :class:`edrepro.nets.WithChains`, saved with it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import math
-import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import _checks, losses, nets, samplers, train
-
-# Bump to invalidate every cached run (e.g. after a change of the training mechanics).
-CACHE_VERSION = 1
+from . import _checks, data, losses, nets, runs, samplers, train
 
 ISING_METHODS = ("ed", "pcd")
 RBM_METHODS = ("cd", "pcd", "ed")
@@ -211,126 +206,41 @@ def neg_log_rmse(coupling: torch.Tensor, true_coupling: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------------
-# Shared run machinery
-# ------------------------------------------------------------------------------------------
-
-
-class WithChains(nn.Module):
-    """A binary model together with the states of its persistent chains (a buffer, saved with it)."""
-
-    def __init__(self, model: nn.Module, chains: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("chains", chains.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    return model.model if isinstance(model, WithChains) else model
-
-
-def _digest(x: torch.Tensor, binary: bool = False) -> str:
-    """A hash of a tensor's values; pass ``binary=True`` for a checked {0,1} tensor (hashed as bytes, 4× less data)."""
-    x = x.detach().cpu()
-    if binary:
-        x = x.to(torch.uint8)
-    return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def run_key(config: Mapping[str, Any]) -> str:
-    """A short hash of a run's configuration (its cache file name)."""
-    text = json.dumps({"version": CACHE_VERSION, **config}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _cache_path(cache_dir, kind: str, method: str, config: Mapping[str, Any]) -> Path | None:
-    if cache_dir is None:
-        return None
-    folder = Path(cache_dir) / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{method}-{run_key(config)}.pt"
-
-
-@dataclass
-class BinaryRun:
-    """One training run of a binary model.
-
-    ``steps`` / ``seconds`` / ``metrics`` are the evaluation curve (training seconds exclude
-    evaluation); ``metrics`` maps a metric name to its values at ``steps``. ``model`` is the
-    trained :class:`~edrepro.nets.IsingModel` or :class:`~edrepro.nets.RBM` (without chains).
-    """
-
-    method: str
-    model: nn.Module
-    steps: list[int]
-    seconds: list[float]
-    metrics: dict[str, list[float]]
-    losses: list[float]
-    train_seconds: float
-    diverged_at: int | None
-    cached: bool
-    config: dict[str, Any] = field(default_factory=dict)
-    chains: torch.Tensor | None = None
-
-    def final(self, name: str) -> float:
-        return self.metrics[name][-1]
-
-
-def _run(model, loss_fn, data, n_steps, batch_size, lr, eval_every, eval_fn, seed, path, checkpoint_every, progress, desc, method, config):
-    existed = path is not None and path.exists()
-    device = next(model.parameters()).device
-    result = train.train(
-        model, train.with_device_noise(loss_fn, device), data, n_steps, lr=lr, batch_size=batch_size,
-        eval_every=eval_every, eval_fn=eval_fn, generator=torch.Generator().manual_seed(seed),
-        on_nonfinite="stop", checkpoint_path=path,
-        checkpoint_every=checkpoint_every if path is not None else None, progress=progress, desc=desc,
-    )
-    names = [k for k in result.evals[0] if k not in ("step", "seconds")]
-    done = len(result.losses)
-    return BinaryRun(
-        method=method, model=_inner(result.model),
-        steps=[int(e["step"]) for e in result.evals], seconds=[float(e["seconds"]) for e in result.evals],
-        metrics={k: [float(e[k]) for e in result.evals] for k in names}, losses=list(result.losses),
-        train_seconds=result.seconds, diverged_at=result.diverged_at,
-        cached=existed and result.resumed_from == done, config=dict(config),
-        chains=result.model.chains.clone() if isinstance(result.model, WithChains) else None,
-    )
-
-
-# ------------------------------------------------------------------------------------------
 # Learning an Ising model
 # ------------------------------------------------------------------------------------------
 
 
-def _l1(model: nn.Module) -> torch.Tensor:
-    return _inner(model).coupling.abs().sum()
+@functools.lru_cache(maxsize=16)
+def ising_data(side: int, sigma: float, n_samples: int, burn_in: int, seed: int) -> IsingSample:
+    """The training configurations of an Ising run: ``n_samples`` aligned-start Gibbs chains of the
+    ``side`` × ``side`` lattice with coupling ``sigma`` after ``burn_in`` sweeps.
+
+    The chains' generator is seeded by (``seed``, σ) alone, so every run (and every worker process)
+    regenerates the same data; the result is kept in memory for repeated calls.
+    """
+    side = _checks.positive_int("side", side, minimum=3)
+    _checks.positive_int("n_samples", n_samples)
+    _checks.positive_int("burn_in", burn_in)
+    _checks.positive_int("seed", seed, minimum=0)
+    state = np.random.SeedSequence([seed, round(_checks.positive("sigma", sigma) * 1_000_000), 0x1516]).generate_state(1, dtype=np.uint64)
+    generator = torch.Generator().manual_seed(int(state[0] >> 1))
+    return sample_ising(ising_coupling(side, sigma), n_samples, burn_in, "aligned", generator)
 
 
-def train_ising(
-    method: str,
-    data: torch.Tensor,
-    true_coupling: torch.Tensor,
-    n_steps: int,
-    *,
-    lr: float = 1e-2,
-    batch_size: int = 256,
-    l1: float = 0.01,
-    eps: float = 0.1,
-    m_particles: int = 32,
-    w: float = 1.0,
-    n_chains: int = 256,
-    gibbs_sweeps: int = 1,
-    eval_every: int = 100,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    cache_dir: str | os.PathLike | None = None,
-    checkpoint_every: int | None = 1000,
-    progress: bool = True,
-    desc: str | None = None,
-) -> BinaryRun:
-    """Learn a symmetric J_φ (from J_φ = 0) from binary Ising data x = (s + 1)/2 with ``method``.
+def _ising_pcd_sampler(sweeps: int) -> losses.Sampler:
+    # Chains are kept as binary rows like the data; Gibbs runs on their spins s = 2x − 1.
+    def sample(model: nn.Module, chains: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        return spins_to_binary(samplers.ising_gibbs(model.coupling.detach(), 2.0 * chains - 1.0, sweeps, generator=g))
+
+    return sample
+
+
+def ising_spec(
+    method: str, side: int, sigma: float, n_steps: int, *, n_samples: int = 2000, burn_in: int = 1000,
+    lr: float = 1e-2, batch_size: int = 256, l1: float = 0.01, eps: float = 0.1, m_particles: int = 32,
+    w: float = 1.0, n_chains: int = 256, gibbs_sweeps: int = 1, eval_every: int = 100, seed: int = 0,
+) -> runs.RunSpec:
+    """The run that learns a symmetric J_φ (from J_φ = 0) from :func:`ising_data` with ``method``.
 
     Both methods: Adam(``lr``), mini-batches of ``batch_size`` rows without repeats, ``n_steps``
     updates, the loss plus ``l1``·Σ_ij |J_φ,ij| (all D² entries, i.e. each pair twice).
@@ -341,52 +251,58 @@ def train_ising(
       after ``gibbs_sweeps`` systematic-scan Gibbs sweeps under the current J_φ, all chains every
       step. Its gradient is the stochastic log-likelihood gradient ⟨ssᵀ⟩_model − ⟨ssᵀ⟩_data.
 
-    The metric ``neg_log_rmse`` (:func:`neg_log_rmse` against ``true_coupling``) is recorded at
-    step 0, every ``eval_every`` steps and at the end.
+    The metric ``neg_log_rmse`` (:func:`neg_log_rmse` against the true J) is recorded at step 0,
+    every ``eval_every`` steps and at the end.
     """
     _checks.choice("method", method, ISING_METHODS)
-    data = _checks.binary_batch("data", data)
-    d = data.shape[1]
-    nets._check_coupling("true_coupling", true_coupling, d)
-    _checks.positive_int("n_steps", n_steps)
-    l1 = _checks.non_negative("l1", l1)
-    eps = _checks.open_unit("eps", eps)
-    m_particles = _checks.positive_int("m_particles", m_particles)
-    w = _checks.non_negative("w", w)
-    n_chains = _checks.positive_int("n_chains", n_chains)
-    gibbs_sweeps = _checks.positive_int("gibbs_sweeps", gibbs_sweeps)
-    _checks.positive_int("seed", seed, minimum=0)
-    device = train.resolve_device(device)
+    for name, value in (("n_steps", n_steps), ("batch_size", batch_size), ("eval_every", eval_every), ("m_particles", m_particles), ("n_chains", n_chains), ("gibbs_sweeps", gibbs_sweeps)):
+        _checks.positive_int(name, value)
+    _checks.positive("lr", lr)
+    _checks.non_negative("l1", l1)
+    _checks.open_unit("eps", eps)
+    _checks.non_negative("w", w)
     hp = {"eps": eps, "m_particles": m_particles, "w": w} if method == "ed" else {"n_chains": n_chains, "gibbs_sweeps": gibbs_sweeps}
-    config = {
-        "kind": "ising", "method": method, "data": _digest(data, binary=True), "shape": list(data.shape),
-        "truth": _digest(true_coupling.float()), "n_steps": n_steps, "lr": lr, "batch_size": batch_size,
-        "l1": l1, "eval_every": eval_every, "seed": seed, **hp,
-    }
+    settings = {"side": side, "sigma": sigma, "n_samples": n_samples, "burn_in": burn_in, "lr": lr, "batch_size": batch_size, "l1": l1, "eval_every": eval_every}
+    return runs.RunSpec("ising", method, f"ising-L{side}-sigma{sigma:g}", seed, n_steps, hp, settings, "discrete_ed", 1000)
+
+
+def _ising_model(spec: runs.RunSpec, d: int) -> nn.Module:
     model: nn.Module = nets.IsingModel(d)
-    if method == "pcd":
-        gen = torch.Generator().manual_seed(seed)
-        model = WithChains(model, torch.where(torch.rand(n_chains, d, generator=gen) < 0.5, 1.0, -1.0))
-    model = model.to(device)
-    truth = true_coupling.to(device)
+    if spec.method == "pcd":
+        gen = torch.Generator().manual_seed(spec.seed)
+        model = nets.WithChains(model, spins_to_binary(torch.where(torch.rand(spec.hparams["n_chains"], d, generator=gen) < 0.5, 1.0, -1.0)))
+    return model
 
-    if method == "ed":
-        def loss_fn(m, x, g):
-            return losses.bernoulli_energy_discrepancy(m, x, eps, m_particles, w, generator=g) + l1 * _l1(m)
+
+def train_ising_spec(spec: runs.RunSpec, checkpoint: Any = None, device: torch.device | str = "cpu", progress: bool = True) -> runs.Outcome:
+    """Train an ``ising`` run (the trainer :mod:`edrepro.runs` calls)."""
+    s, hp = spec.settings, spec.hparams
+    device = train.resolve_device(device)
+    x_train = ising_data(s["side"], s["sigma"], s["n_samples"], s["burn_in"], spec.seed).binary
+    truth = ising_coupling(s["side"], s["sigma"]).to(device)
+    model = _ising_model(spec, x_train.shape[1]).to(device)
+    if spec.method == "ed":
+        base = losses.bind("ed_bernoulli", **hp)
     else:
-        def loss_fn(m, x, g):
-            j = m.model.coupling.detach()
-            s = samplers.ising_gibbs(j, m.chains, gibbs_sweeps, generator=g)
-            m.chains.copy_(s)
-            e = m(torch.cat([x, spins_to_binary(s)]))
-            return e[: x.shape[0]].mean() - e[x.shape[0]:].mean() + l1 * _l1(m)
+        base = losses.bind("pcd", sampler=_ising_pcd_sampler(hp["gibbs_sweeps"]))
 
-    def eval_fn(m, step):
-        return {"neg_log_rmse": neg_log_rmse(_inner(m).coupling, truth)}
+    def loss_fn(m: nn.Module, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        return base(m, x, g) + s["l1"] * nets.unwrap(m).coupling.abs().sum()
 
-    path = _cache_path(cache_dir, "ising", method, config)
-    return _run(model, loss_fn, data.to(device), n_steps, batch_size, lr, eval_every, eval_fn, seed, path,
-                checkpoint_every, progress, desc or f"ising {method}", method, config)
+    return train.train(
+        model, train.with_device_noise(loss_fn, device), x_train.to(device), spec.budget, lr=s["lr"], batch_size=s["batch_size"],
+        eval_every=s["eval_every"], eval_fn=lambda m, step: {"neg_log_rmse": neg_log_rmse(nets.unwrap(m).coupling, truth)},
+        generator=torch.Generator().manual_seed(spec.seed), on_nonfinite="stop", checkpoint_path=checkpoint,
+        checkpoint_every=spec.checkpoint_every, progress=progress, desc=f"ising {spec.method} σ={s['sigma']:g}",
+    )
+
+
+def ising_model(record: runs.RunRecord) -> nets.IsingModel:
+    """The learned Ising model of an ``ising`` run."""
+    d = record.spec.settings["side"] ** 2
+    model = _ising_model(record.spec, d)
+    model.load_state_dict(record.state()["model"])
+    return nets.unwrap(model).requires_grad_(False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -421,31 +337,18 @@ def _nll(rbm: nets.RBM, x: torch.Tensor, chunk_size: int = 4096) -> float:
     return float(torch.cat([rbm.free_energy(c) for c in x.split(8192)]).mean() + log_z)
 
 
-def train_rbm(
-    method: str,
-    train_x: torch.Tensor,
-    test_x: torch.Tensor,
-    n_hidden: int,
-    n_steps: int,
-    *,
-    lr: float = 1e-2,
-    batch_size: int = 100,
-    eps: float = 0.01,
-    m_particles: int = 32,
-    w: float = 1.0,
-    cd_steps: int = 1,
-    n_chains: int = 100,
-    init_std: float = 0.01,
-    eval_every: int = 500,
-    eval_train: int = 10_000,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    cache_dir: str | os.PathLike | None = None,
-    checkpoint_every: int | None = 1000,
-    progress: bool = True,
-    desc: str | None = None,
-) -> BinaryRun:
-    """Train an RBM with ``n_hidden`` hidden units on binary ``train_x`` by ``method``; exact NLL on ``test_x``.
+@functools.lru_cache(maxsize=2)
+def mnist_binary(split: str, threshold: float = 0.5) -> torch.Tensor:
+    """Binarised MNIST rows of ``split`` (:func:`binarise` of :func:`edrepro.data.mnist`), kept in memory."""
+    return binarise(data.mnist(split).images, threshold)
+
+
+def rbm_spec(
+    method: str, n_hidden: int, n_steps: int, *, lr: float = 1e-2, batch_size: int = 100, eps: float = 0.01,
+    m_particles: int = 32, w: float = 1.0, cd_steps: int = 1, n_chains: int = 100, init_std: float = 0.01,
+    eval_every: int = 500, eval_train: int = 10_000, seed: int = 0,
+) -> runs.RunSpec:
+    """The run that trains an RBM with ``n_hidden`` hidden units on binarised MNIST by ``method``.
 
     Every method: the same initial RBM (W ~ N(0, ``init_std``²) from ``seed``, b_h = 0, b_v = the
     logits of the training mean, i.e. the data-mean Bernoulli model), Adam(``lr``), mini-batches
@@ -458,63 +361,107 @@ def train_rbm(
       ``m_particles``, ``w``).
 
     Recorded at step 0, every ``eval_every`` steps and at the end: the exact NLL (nats per image)
-    of the whole ``test_x`` (``test_nll``) and of the first ``eval_train`` training rows (``train_nll``).
+    of the whole test set (``test_nll``) and of the first ``eval_train`` training rows (``train_nll``).
     """
     _checks.choice("method", method, RBM_METHODS)
-    train_x = _checks.binary_batch("train_x", train_x)
-    test_x = _checks.binary_batch("test_x", test_x)
-    if test_x.shape[1] != train_x.shape[1]:
-        raise ValueError(f"test_x must have {train_x.shape[1]} columns like train_x, got shape {tuple(test_x.shape)}")
     n_hidden = _checks.positive_int("n_hidden", n_hidden)
     if n_hidden > nets.RBM.max_exact_hidden:
         raise ValueError(f"n_hidden must be <= {nets.RBM.max_exact_hidden} for an exact log Z, got {n_hidden}")
-    _checks.positive_int("n_steps", n_steps)
-    eps = _checks.open_unit("eps", eps)
-    m_particles = _checks.positive_int("m_particles", m_particles)
-    w = _checks.non_negative("w", w)
-    cd_steps = _checks.positive_int("cd_steps", cd_steps)
-    n_chains = _checks.positive_int("n_chains", n_chains)
-    eval_train = _checks.positive_int("eval_train", eval_train)
-    _checks.positive_int("seed", seed, minimum=0)
-    device = train.resolve_device(device)
+    for name, value in (("n_steps", n_steps), ("batch_size", batch_size), ("m_particles", m_particles), ("cd_steps", cd_steps), ("n_chains", n_chains), ("eval_every", eval_every), ("eval_train", eval_train)):
+        _checks.positive_int(name, value)
+    _checks.positive("lr", lr)
+    _checks.open_unit("eps", eps)
+    _checks.non_negative("w", w)
+    _checks.positive("init_std", init_std)
     hp = {"ed": {"eps": eps, "m_particles": m_particles, "w": w}, "cd": {"cd_steps": cd_steps},
           "pcd": {"cd_steps": cd_steps, "n_chains": n_chains}}[method]
-    config = {
-        "kind": "rbm", "method": method, "train": _digest(train_x, binary=True), "test": _digest(test_x, binary=True),
-        "shape": list(train_x.shape), "n_hidden": n_hidden, "n_steps": n_steps, "lr": lr,
-        "batch_size": batch_size, "init_std": init_std, "eval_every": eval_every,
-        "eval_train": eval_train, "seed": seed, **hp,
-    }
+    settings = {"n_hidden": n_hidden, "lr": lr, "batch_size": batch_size, "init_std": init_std, "eval_every": eval_every, "eval_train": eval_train}
+    return runs.RunSpec("rbm", method, "mnist-binarised", seed, n_steps, hp, settings, "discrete_ed", 1000)
+
+
+def _rbm_model(spec: runs.RunSpec, train_x: torch.Tensor) -> nn.Module:
     mean = train_x.mean(0)
-    gen = torch.Generator().manual_seed(seed)
-    model: nn.Module = nets.RBM(train_x.shape[1], n_hidden, init_std, nets.bernoulli_logits(mean), generator=gen)
-    if method == "pcd":
-        model = WithChains(model, (torch.rand(n_chains, train_x.shape[1], generator=gen) < mean).float())
-    model = model.to(device)
-    test_dev, train_eval = test_x.to(device), train_x[:eval_train].to(device)
+    gen = torch.Generator().manual_seed(spec.seed)
+    model: nn.Module = nets.RBM(train_x.shape[1], spec.settings["n_hidden"], spec.settings["init_std"], nets.bernoulli_logits(mean), generator=gen)
+    if spec.method == "pcd":
+        model = nets.WithChains(model, (torch.rand(spec.hparams["n_chains"], train_x.shape[1], generator=gen) < mean).float())
+    return model
 
-    if method == "ed":
-        def loss_fn(m, x, g):
-            return losses.bernoulli_energy_discrepancy(m, x, eps, m_particles, w, generator=g)
-    elif method == "cd":
-        def loss_fn(m, x, g):
-            v, _ = samplers.rbm_gibbs(m, x, cd_steps, generator=g)
-            f = m(torch.cat([x, v]))
-            return f[: x.shape[0]].mean() - f[x.shape[0]:].mean()
+
+def _rbm_gibbs_sampler(k: int) -> losses.Sampler:
+    return lambda rbm, v0, g: samplers.rbm_gibbs(rbm, v0, k, generator=g)[0]
+
+
+def train_rbm_spec(spec: runs.RunSpec, checkpoint: Any = None, device: torch.device | str = "cpu", progress: bool = True) -> runs.Outcome:
+    """Train an ``rbm`` run (the trainer :mod:`edrepro.runs` calls)."""
+    s, hp = spec.settings, spec.hparams
+    device = train.resolve_device(device)
+    train_x, test_x = mnist_binary("train"), mnist_binary("test")
+    model = _rbm_model(spec, train_x).to(device)
+    test_dev, train_eval = test_x.to(device), train_x[: s["eval_train"]].to(device)
+    if spec.method == "ed":
+        loss_fn = losses.bind("ed_bernoulli", **hp)
     else:
-        def loss_fn(m, x, g):
-            v, _ = samplers.rbm_gibbs(m.model, m.chains, cd_steps, generator=g)
-            m.chains.copy_(v)
-            f = m(torch.cat([x, v]))
-            return f[: x.shape[0]].mean() - f[x.shape[0]:].mean()
+        loss_fn = losses.bind(spec.method, sampler=_rbm_gibbs_sampler(hp["cd_steps"]))
 
-    def eval_fn(m, step):
-        rbm = _inner(m)
+    def eval_fn(m: nn.Module, step: int) -> dict[str, float]:
+        rbm = nets.unwrap(m)
         return {"test_nll": _nll(rbm, test_dev), "train_nll": _nll(rbm, train_eval)}
 
-    path = _cache_path(cache_dir, "rbm", method, config)
-    return _run(model, loss_fn, train_x.to(device), n_steps, batch_size, lr, eval_every, eval_fn, seed, path,
-                checkpoint_every, progress, desc or f"rbm {method}", method, config)
+    return train.train(
+        model, train.with_device_noise(loss_fn, device), train_x.to(device), spec.budget, lr=s["lr"], batch_size=s["batch_size"],
+        eval_every=s["eval_every"], eval_fn=eval_fn, generator=torch.Generator().manual_seed(spec.seed), on_nonfinite="stop",
+        checkpoint_path=checkpoint, checkpoint_every=spec.checkpoint_every, progress=progress, desc=f"rbm {spec.method}",
+    )
+
+
+def rbm_model(record: runs.RunRecord) -> nets.RBM:
+    """The trained RBM of an ``rbm`` run."""
+    model = _rbm_model(record.spec, mnist_binary("train"))
+    model.load_state_dict(record.state()["model"])
+    return nets.unwrap(model).requires_grad_(False)
+
+
+def ising_specs(params: Mapping[str, Any]) -> dict[tuple[float, str], runs.RunSpec]:
+    """The page's Ising runs by (σ, method)."""
+    return {
+        (sigma, method): ising_spec(
+            method, params["side"], sigma, params["ising_steps"], n_samples=params["n_samples"], burn_in=params["burn_in"],
+            lr=params["ising_lr"], batch_size=params["ising_batch"], l1=params["l1"], eps=params["ising_eps"],
+            m_particles=params["m_particles"], w=params["w"], n_chains=params["pcd_chains"], gibbs_sweeps=params["pcd_sweeps"],
+            eval_every=params["ising_eval_every"], seed=params["seed"],
+        )
+        for sigma in params["sigmas"] for method in ISING_METHODS
+    }
+
+
+def eps_ablation_specs(params: Mapping[str, Any]) -> dict[tuple[float, float], runs.RunSpec]:
+    """The page's side experiment: ED-Bern with the flip probabilities ``ablation_eps`` at ``ablation_sigmas``."""
+    return {
+        (sigma, eps): ising_spec(
+            "ed", params["side"], sigma, params["ising_steps"], n_samples=params["n_samples"], burn_in=params["burn_in"],
+            lr=params["ising_lr"], batch_size=params["ising_batch"], l1=params["l1"], eps=eps,
+            m_particles=params["m_particles"], w=params["w"], eval_every=params["ising_eval_every"], seed=params["seed"],
+        )
+        for sigma in params["ablation_sigmas"] if sigma in params["sigmas"] for eps in params["ablation_eps"]
+    }
+
+
+def rbm_specs(params: Mapping[str, Any]) -> dict[str, runs.RunSpec]:
+    """The page's RBM runs by method."""
+    return {
+        method: rbm_spec(
+            method, params["n_hidden"], params["rbm_steps"], lr=params["rbm_lr"], batch_size=params["rbm_batch"],
+            eps=params["rbm_eps"], m_particles=params["rbm_m_particles"], w=params["w"], cd_steps=params["cd_steps"],
+            n_chains=params["rbm_chains"], eval_every=params["rbm_eval_every"], seed=params["seed"],
+        )
+        for method in RBM_METHODS
+    }
+
+
+def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
+    """Every run of the discrete-ED page for its parameters."""
+    return [*ising_specs(params).values(), *eps_ablation_specs(params).values(), *rbm_specs(params).values()]
 
 
 # ------------------------------------------------------------------------------------------

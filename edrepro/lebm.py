@@ -14,38 +14,36 @@ alternates, on each batch,
 Step sizes follow the authors' convention: a Langevin step of size s is
 z ← z − (s²/2)∇U(z) + s·ξ, i.e. :func:`edrepro.samplers.langevin` with ε = s²/2.
 
-:func:`train` runs the epoch loop in a run folder named by a hash of the configuration,
-checkpointing (atomically) at the end of every epoch and resuming from the last checkpoint.
-``python -m edrepro.lebm --profile quick`` trains from the command line with the chapter's
-parameters (the same run folders as the notebook).
+:func:`train` runs the epoch loop, checkpointing at the end of every epoch and resuming from
+the last checkpoint; :func:`spec` makes a configuration a run of :mod:`edrepro.runs` (cached under
+a hash of its settings). ``python -m edrepro.lebm --profile quick`` trains the chapter's runs from
+the command line (the same cache as the notebook and ``python -m edrepro sweep edlebm_mnist``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
+import functools
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm  # plain text bars: notebooks here run without ipywidgets
 
-from . import _checks
-from .losses import energy_discrepancy
+from . import _checks, runs
+from .losses import energy_discrepancy, energy_gap
 from .nets import EMA, MLP
 from .samplers import langevin
 
 PRIOR_LOSSES = ("ed", "cd")
-CHECKPOINT = "checkpoint.pt"
-_FORMAT = 1  # bump when the meaning of a checkpoint changes
+_FORMAT = 2  # bump when the meaning of a checkpoint changes
 
 
 # ----------------------------------------------------------------------------- models
@@ -162,7 +160,7 @@ def cd_prior_loss(
     z0 = torch.randn(z_pos.shape, generator=rng, device=z_pos.device, dtype=z_pos.dtype)
     z_neg = prior_langevin(prior, z0, n_steps, step_size, rng)
     e = prior(torch.cat([z_pos.detach(), z_neg]))
-    return e[: len(z_pos)].mean() - e[len(z_pos) :].mean()
+    return energy_gap(e[: len(z_pos)], e[len(z_pos) :])
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -219,47 +217,45 @@ class LEBMConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def key(self) -> str:
-        """A 12-hex-digit hash of the settings: the name of the run folder."""
-        text = json.dumps({"format": _FORMAT, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
     def replace(self, **changes: Any) -> LEBMConfig:
         return dataclasses.replace(self, **changes)
 
 
-def run_folder(config: LEBMConfig, runs_root: str | os.PathLike = "runs") -> Path:
-    """``RUNS_ROOT/edlebm_mnist/<config hash>``: where :func:`train` keeps the run's checkpoint."""
-    return Path(runs_root) / "edlebm_mnist" / config.key()
+def spec(config: LEBMConfig, chapter: str = "edlebm_mnist") -> runs.RunSpec:
+    """The :class:`edrepro.runs.RunSpec` of an LEBM run: method = the prior loss, budget = epochs.
+
+    Only the hyperparameters of its own prior loss are part of the run (an ED run does not depend
+    on the CD settings, and vice versa); the rest of the configuration is its settings.
+    """
+    if not isinstance(config, LEBMConfig):
+        raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
+    d = config.to_dict()
+    method, seed, epochs = d.pop("prior_loss"), d.pop("seed"), d.pop("epochs")
+    hparams = {k: d.pop(k) for k in ED_HPARAMS + CD_HPARAMS}
+    own = {k: hparams[k] for k in (ED_HPARAMS if method == "ed" else CD_HPARAMS)}
+    return runs.RunSpec("lebm", method, "mnist", seed, epochs, own, d, chapter, 1)
+
+
+ED_HPARAMS = ("ed_t", "ed_m", "ed_w")
+CD_HPARAMS = ("cd_steps", "cd_step_size")
+
+
+def config_of(spec: runs.RunSpec) -> LEBMConfig:
+    """The LEBMConfig of an LEBM run (the inverse of :func:`spec`; the other loss's settings at their defaults)."""
+    return LEBMConfig(prior_loss=spec.method, seed=spec.seed, epochs=spec.budget, **spec.hparams, **spec.settings)
 
 
 # ----------------------------------------------------------------------------- training
 
 
 @dataclass
-class TrainedLEBM:
-    """A trained (or partly trained) model and its history.
-
-    ``history`` holds per-iteration ``loss_g`` and ``loss_e`` lists and per-epoch ``epoch_seconds``;
-    ``ema_prior`` is the EMA of the prior used for generation. ``resumed_from`` is the number of
-    epochs found in the checkpoint when :func:`train` started.
-    """
+class LEBM:
+    """A trained latent EBM: the generator g, the prior energy E and its EMA (used to generate)."""
 
     config: LEBMConfig
     generator: Generator
     prior: PriorEnergy
     ema_prior: PriorEnergy
-    history: dict[str, list[float]]
-    epochs_done: int
-    steps: int
-    seconds: float
-    run_dir: Path | None
-    resumed_from: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def seconds_per_iteration(self) -> float:
-        return self.seconds / self.steps if self.steps else math.nan
 
 
 def build_models(config: LEBMConfig, device: torch.device | str = "cpu") -> tuple[Generator, PriorEnergy]:
@@ -279,156 +275,191 @@ def training_subset(n_available: int, config: LEBMConfig) -> torch.Tensor:
     return torch.randperm(n_available, generator=g)[: config.n_train].sort().values
 
 
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+@dataclass
+class _Trainer:
+    """The modules, optimisers, schedulers, EMA and random streams of one LEBM run, and its progress."""
+
+    gnet: Generator
+    prior: PriorEnergy
+    ema: EMA
+    opt_g: torch.optim.Optimizer
+    opt_e: torch.optim.Optimizer
+    sched_g: Any
+    sched_e: Any
+    order_rng: torch.Generator
+    noise_rng: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=lambda: {"loss_g": [], "loss_e": [], "epoch_seconds": [], "epoch_step": []})
+    diverged: tuple[int, str] | None = None
+
+    _STATEFUL = ("gnet", "prior", "ema", "opt_g", "opt_e", "sched_g", "sched_e")
+
+    def state_dict(self, config: LEBMConfig) -> dict[str, Any]:
+        return {
+            "format": _FORMAT, "config": config.to_dict(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+            "history": self.history, "diverged": self.diverged, "order_rng": self.order_rng.get_state(),
+            "noise_rng": self.noise_rng.get_state(), **{k: getattr(self, k).state_dict() for k in self._STATEFUL},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        for k in self._STATEFUL:
+            getattr(self, k).load_state_dict(ckpt[k])
+        self.order_rng.set_state(ckpt["order_rng"])
+        self.noise_rng.set_state(ckpt["noise_rng"])
+        self.epoch, self.step, self.seconds, self.history, self.diverged = ckpt["epoch"], ckpt["step"], ckpt["seconds"], ckpt["history"], ckpt["diverged"]
+
+
+def _trainer(config: LEBMConfig, device: torch.device) -> _Trainer:
+    gnet, prior = build_models(config, device)
+    opt_g = torch.optim.Adam(gnet.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
+    opt_e = torch.optim.Adam(prior.parameters(), lr=config.lr_e, betas=(config.beta1, config.beta2))
+    return _Trainer(
+        gnet, prior, EMA(prior, config.ema_decay), opt_g, opt_e,
+        torch.optim.lr_scheduler.ExponentialLR(opt_g, config.lr_decay), torch.optim.lr_scheduler.ExponentialLR(opt_e, config.lr_decay),
+        order_rng=torch.Generator().manual_seed(config.seed),  # data order, on the CPU
+        noise_rng=torch.Generator(device=device).manual_seed(config.seed + 1),  # every Langevin/ED draw
+    )
+
+
+def _iteration(t: _Trainer, config: LEBMConfig, x: torch.Tensor) -> tuple[float, float]:
+    """One batch: posterior sampling, a generator step, a prior step, the EMA; returns (loss_g, loss_e)."""
+    z0 = torch.randn((len(x), config.nz), generator=t.noise_rng, device=x.device)
+    z = posterior_langevin(t.gnet, t.prior, x, z0, config.post_steps, config.post_step_size, config.llhd_sigma, t.noise_rng)
+    t.opt_g.zero_grad(set_to_none=True)
+    loss_g = generator_loss(t.gnet, z, x)
+    loss_g.backward()
+    t.opt_g.step()
+    t.opt_e.zero_grad(set_to_none=True)
+    if config.prior_loss == "ed":
+        loss_e = ed_prior_loss(t.prior, z, config.ed_t, config.ed_m, config.ed_w, t.noise_rng)
+    else:
+        loss_e = cd_prior_loss(t.prior, z, config.cd_steps, config.cd_step_size, t.noise_rng)
+    loss_e.backward()
+    t.opt_e.step()
+    t.ema.update(t.prior)
+    lg, le = torch.stack([loss_g.detach(), loss_e.detach()]).tolist()
+    return lg, le
+
+
+def _check_images(images: Any) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1:] != (1, 28, 28) or not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor of shape (N, 1, 28, 28), got {getattr(images, 'shape', type(images))}")
+    return images
+
+
+def _outcome(t: _Trainer, resumed_from: int) -> runs.Outcome:
+    h = t.history
+    ends = h["epoch_step"]
+    curves = {
+        "step": list(ends), "seconds": list(np.cumsum(h["epoch_seconds"]).tolist()),
+        "loss_g": [float(np.mean(h["loss_g"][a:b])) for a, b in zip([0, *ends[:-1]], ends)],
+        "loss_e": [float(np.mean(h["loss_e"][a:b])) for a, b in zip([0, *ends[:-1]], ends)],
+    }
+    models = {"generator": t.gnet.eval(), "prior": t.prior.eval(), "ema_prior": t.ema.model.eval()}
+    diverged_at, nonfinite = t.diverged if t.diverged is not None else (None, None)
+    return runs.Outcome(
+        curves=curves, series={"loss_g": h["loss_g"], "loss_e": h["loss_e"]}, steps=t.step, seconds=t.seconds,
+        models=models, diverged_at=diverged_at, nonfinite=nonfinite, resumed_from=resumed_from,
+        info={"epochs_done": t.epoch, "epoch_seconds": h["epoch_seconds"]},
+    )
 
 
 def train(
     config: LEBMConfig,
     images: torch.Tensor,
-    run_dir: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
     callback: Callable[[int, int, dict[str, float]], None] | None = None,
-) -> TrainedLEBM:
+) -> runs.Outcome:
     """Train an LEBM on ``images`` ((N, 1, 28, 28) float in [−1, 1]) for ``config.epochs`` epochs.
 
     Each epoch visits the (subset of the) images in a fresh random order, in batches of
     ``config.batch_size`` (the last, smaller batch included, as a DataLoader without drop_last).
-    After every epoch both learning rates are multiplied by ``lr_decay`` and, when ``run_dir`` is
-    given, a checkpoint — models, optimisers, schedulers, EMA, random states, step, history — is
-    written atomically to ``run_dir/checkpoint.pt``. If that file exists when ``train`` starts,
-    training resumes after its last epoch (a finished run returns at once); the result is the same
-    as an uninterrupted run. ``callback(epoch, step, losses)`` is called after every iteration
-    (tests use it to interrupt a run). Raises ``FloatingPointError`` naming the epoch and
-    iteration if a loss becomes non-finite.
+    After every epoch both learning rates are multiplied by ``lr_decay`` and, with ``checkpoint``,
+    the whole state — models, optimisers, schedulers, EMA, random states, step, history — is saved
+    there (:func:`edrepro.runs.save_atomic`). If that file exists when ``train`` starts, training
+    resumes after its last epoch (a finished run returns at once) with the same result as an
+    uninterrupted run. A non-finite loss stops the run and records the step and the loss
+    (``loss_g`` or ``loss_e``). ``callback(epoch, step, losses)`` runs after every iteration.
+    Returns an :class:`edrepro.runs.Outcome` with models ``generator``, ``prior`` and ``ema_prior``.
     """
     if not isinstance(config, LEBMConfig):
         raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1:] != (1, 28, 28) or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor of shape (N, 1, 28, 28), got {getattr(images, 'shape', type(images))}")
     device = torch.device(device)
-    data = images[training_subset(len(images), config)].to(device)
-    n = len(data)
-    iters_per_epoch = math.ceil(n / config.batch_size)
-
-    gnet, prior = build_models(config, device)
-    opt_g = torch.optim.Adam(gnet.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
-    opt_e = torch.optim.Adam(prior.parameters(), lr=config.lr_e, betas=(config.beta1, config.beta2))
-    sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, config.lr_decay)
-    sched_e = torch.optim.lr_scheduler.ExponentialLR(opt_e, config.lr_decay)
-    ema = EMA(prior, config.ema_decay)
-    order_rng = torch.Generator().manual_seed(config.seed)  # data order, on the CPU
-    noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)  # every Langevin/ED draw
-    history: dict[str, list[float]] = {"loss_g": [], "loss_e": [], "epoch_seconds": []}
-    epoch0, step, seconds = 0, 0, 0.0
-
-    folder = Path(run_dir) if run_dir is not None else None
-    ckpt_path = folder / CHECKPOINT if folder is not None else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    data = _check_images(images)[training_subset(len(images), config)].to(device)
+    per_epoch = math.ceil(len(data) / config.batch_size)
+    t = _trainer(config, device)
+    ckpt = runs.load_checkpoint(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:
         if ckpt.get("config") != config.to_dict():
-            raise ValueError(f"checkpoint {ckpt_path} was written for other settings; use another run folder")
-        gnet.load_state_dict(ckpt["generator"])
-        prior.load_state_dict(ckpt["prior"])
-        ema.load_state_dict(ckpt["ema"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_e.load_state_dict(ckpt["opt_e"])
-        sched_g.load_state_dict(ckpt["sched_g"])
-        sched_e.load_state_dict(ckpt["sched_e"])
-        order_rng.set_state(ckpt["order_rng"])
-        noise_rng.set_state(ckpt["noise_rng"])
-        epoch0, step, seconds, history = ckpt["epoch"], ckpt["step"], ckpt["seconds"], ckpt["history"]
-    resumed_from = epoch0
+            raise ValueError(f"checkpoint {checkpoint} was written for other settings; use another run folder")
+        t.load_state_dict(ckpt)
+    resumed_from = t.epoch
+    with tqdm(total=config.epochs * per_epoch, initial=t.epoch * per_epoch, desc=f"{config.prior_loss}-lebm", mininterval=2.0,
+              disable=not progress or t.epoch >= config.epochs or t.diverged is not None) as bar:
+        while t.epoch < config.epochs and t.diverged is None:
+            _epoch(t, config, data, per_epoch, bar, callback)
+            if checkpoint is not None:
+                runs.save_atomic(checkpoint, t.state_dict(config))
+    return _outcome(t, resumed_from)
 
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
 
-    def checkpoint(epoch: int) -> None:
-        if ckpt_path is None:
+def _epoch(t: _Trainer, config: LEBMConfig, data: torch.Tensor, per_epoch: int, bar: Any, callback: Callable | None) -> None:
+    """One epoch of :func:`train` (stops early, recording the step, if a loss becomes non-finite)."""
+    epoch_start = t.seconds
+    perm = torch.randperm(len(data), generator=t.order_rng).to(data.device)
+    for i in range(per_epoch):
+        t0 = time.perf_counter()
+        lg, le = _iteration(t, config, data[perm[i * config.batch_size : (i + 1) * config.batch_size]])
+        t.step += 1
+        t.seconds += time.perf_counter() - t0
+        t.history["loss_g"].append(lg)
+        t.history["loss_e"].append(le)
+        bad = "loss_g" if not math.isfinite(lg) else "loss_e" if not math.isfinite(le) else None
+        if bad is not None:
+            t.diverged = (t.step, bad)
             return
-        _atomic_save({
-            "format": _FORMAT, "config": config.to_dict(), "epoch": epoch, "step": step, "seconds": seconds,
-            "generator": gnet.state_dict(), "prior": prior.state_dict(), "ema": ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_e": opt_e.state_dict(),
-            "sched_g": sched_g.state_dict(), "sched_e": sched_e.state_dict(),
-            "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state(), "history": history,
-        }, ckpt_path)
-
-    total = config.epochs * iters_per_epoch
-    bar = tqdm(total=total, initial=epoch0 * iters_per_epoch, desc=f"{config.prior_loss}-lebm", mininterval=2.0,
-               disable=not progress or epoch0 >= config.epochs)
-    try:
-        for epoch in range(epoch0, config.epochs):
-            epoch_start = seconds
-            perm = torch.randperm(n, generator=order_rng).to(device)
-            for i in range(iters_per_epoch):
-                t0 = time.perf_counter()
-                x = data[perm[i * config.batch_size : (i + 1) * config.batch_size]]
-                z0 = torch.randn((len(x), config.nz), generator=noise_rng, device=device)
-                z = posterior_langevin(gnet, prior, x, z0, config.post_steps, config.post_step_size, config.llhd_sigma, noise_rng)
-
-                opt_g.zero_grad(set_to_none=True)
-                loss_g = generator_loss(gnet, z, x)
-                loss_g.backward()
-                opt_g.step()
-
-                opt_e.zero_grad(set_to_none=True)
-                if config.prior_loss == "ed":
-                    loss_e = ed_prior_loss(prior, z, config.ed_t, config.ed_m, config.ed_w, noise_rng)
-                else:
-                    loss_e = cd_prior_loss(prior, z, config.cd_steps, config.cd_step_size, noise_rng)
-                loss_e.backward()
-                opt_e.step()
-                ema.update(prior)
-
-                lg, le = torch.stack([loss_g.detach(), loss_e.detach()]).tolist()
-                step += 1
-                seconds += time.perf_counter() - t0
-                if not (math.isfinite(lg) and math.isfinite(le)):
-                    raise FloatingPointError(
-                        f"{config.prior_loss}-lebm: loss became non-finite (loss_g={lg}, loss_e={le}) "
-                        f"at epoch {epoch + 1}, iteration {i + 1} (step {step})"
-                    )
-                history["loss_g"].append(lg)
-                history["loss_e"].append(le)
-                bar.update(1)
-                if progress and (i % 5 == 0 or i == iters_per_epoch - 1):
-                    bar.set_postfix_str(f"epoch={epoch + 1} loss_g={lg:.2f} loss_e={le:.4f} {seconds / max(step, 1):.2f}s/it", refresh=False)
-                if callback is not None:
-                    callback(epoch, step, {"loss_g": lg, "loss_e": le})
-            sched_g.step()
-            sched_e.step()
-            history["epoch_seconds"].append(seconds - epoch_start)
-            checkpoint(epoch + 1)
-    finally:
-        bar.close()
-
-    gnet.eval(), prior.eval()
-    return TrainedLEBM(
-        config=config, generator=gnet, prior=prior, ema_prior=ema.model.eval(), history=history,
-        epochs_done=config.epochs,
-        steps=step, seconds=seconds, run_dir=folder, resumed_from=resumed_from,
-    )
+        bar.update(1)
+        if i % 5 == 0 or i == per_epoch - 1:
+            bar.set_postfix_str(f"epoch={t.epoch + 1} loss_g={lg:.2f} loss_e={le:.4f} {t.seconds / t.step:.2f}s/it", refresh=False)
+        if callback is not None:
+            callback(t.epoch, t.step, {"loss_g": lg, "loss_e": le})
+    t.sched_g.step()
+    t.sched_e.step()
+    t.epoch += 1
+    t.history["epoch_seconds"].append(t.seconds - epoch_start)
+    t.history["epoch_step"].append(t.step)
 
 
-def load(config: LEBMConfig, run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> TrainedLEBM:
-    """The model saved in ``run_dir/checkpoint.pt`` (at whatever epoch it reached)."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train the run first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("config") != config.to_dict():
-        raise ValueError(f"checkpoint {path} was written for other settings")
+@functools.lru_cache(maxsize=1)
+def _training_images() -> torch.Tensor:
+    from .data import mnist, to_signed_unit
+
+    return to_signed_unit(mnist("train").images)
+
+
+def train_spec(spec: runs.RunSpec, checkpoint: Any = None, device: torch.device | str = "cpu", progress: bool = True) -> runs.Outcome:
+    """Train an ``lebm`` run (the trainer :mod:`edrepro.runs` calls) on the MNIST training images."""
+    from .train import resolve_device
+
+    return train(config_of(spec), _training_images(), checkpoint, resolve_device(device), progress)
+
+
+def load(record: runs.RunRecord, device: torch.device | str = "cpu") -> LEBM:
+    """The trained model of an ``lebm`` run."""
+    if not isinstance(record, runs.RunRecord) or record.spec.kind != "lebm":
+        raise ValueError(f"record must be the RunRecord of an LEBM run, got {record!r:.80}")
+    config = config_of(record.spec)
     gnet, prior = build_models(config, device)
-    gnet.load_state_dict(ckpt["generator"])
-    prior.load_state_dict(ckpt["prior"])
-    ema = EMA(prior, config.ema_decay)
-    ema.load_state_dict(ckpt["ema"])
-    return TrainedLEBM(config, gnet.eval(), prior.eval(), ema.model.eval(), ckpt["history"], ckpt["epoch"], ckpt["step"], ckpt["seconds"], Path(run_dir), ckpt["epoch"])
+    ema_prior = build_models(config, device)[1]
+    state = record.state()
+    gnet.load_state_dict(state["generator"])
+    prior.load_state_dict(state["prior"])
+    ema_prior.load_state_dict(state["ema_prior"])
+    return LEBM(config, gnet.eval(), prior.eval(), ema_prior.eval().requires_grad_(False))
 
 
 # ----------------------------------------------------------------------------- using a trained model
@@ -511,39 +542,41 @@ def config_from_params(params: dict[str, Any], prior_loss: str) -> LEBMConfig:
     return LEBMConfig(prior_loss=prior_loss, **{PARAM_TO_CONFIG[k]: v for k, v in known.items()})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m edrepro.lebm [--profile quick] [--prior ed cd] [--set KEY=VALUE ...]``: train (or resume) runs."""
-    import yaml
+def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
+    """The runs of the ED-LEBM page for its parameters: the ED-LEBM, the CD-LEBM and the FID classifier."""
+    from .mnist_eval import ClassifierSettings, classifier_spec
 
-    from .pipeline import find_root, load_params
-    from .train import resolve_device
+    classifier = ClassifierSettings(epochs=params["classifier_epochs"], n_train=params["classifier_n_train"], seed=params["seed"])
+    return [spec(config_from_params(params, "ed")), spec(config_from_params(params, "cd")), classifier_spec(classifier)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edrepro.lebm [--profile quick] [--prior ed cd] [--set KEY=VALUE ...]``: train (or resume) the LEBM runs."""
+    from . import parameters
+    from .pipeline import effective_params, find_root
 
     parser = argparse.ArgumentParser(prog="python -m edrepro.lebm", description="Train latent EBM priors on MNIST, resuming from checkpoints.")
     parser.add_argument("--profile", default="quick", choices=("smoke", "quick", "paper"), help="the chapter's parameter profile")
     parser.add_argument("--prior", nargs="+", default=["ed", "cd"], choices=PRIOR_LOSSES, help="which prior losses to train")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a parameter of the profile (YAML value)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a parameter of the chapter (YAML value)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: the profile's)")
-    parser.add_argument("--runs", default=None, help="folder of run folders (default: the profile's runs_root, else runs)")
+    parser.add_argument("--runs", default=None, help="cache folder of the runs (default: $EDREPRO_RUNS, else runs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from .data import mnist, to_signed_unit
-
-    root = find_root()
-    # quick.yaml holds the notebook's defaults; a profile overrides some of them.
-    params = {**load_params(root, "edlebm_mnist", "quick"), **load_params(root, "edlebm_mnist", args.profile)}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
-    device = resolve_device(args.device or params.get("device", "auto"))
+    try:
+        overrides = dict(item.partition("=")[::2] for item in args.set)
+        params = effective_params(find_root(), "edlebm_mnist", args.profile, overrides)
+    except (parameters.ParameterError, ValueError) as error:
+        print(f"error: {error}", flush=True)
+        return 2
     if params.get("cpu_threads"):
         torch.set_num_threads(int(params["cpu_threads"]))
-    images = to_signed_unit(mnist("train", params.get("data_root")).images)
     for prior_loss in args.prior:
-        config = config_from_params(params, prior_loss)
-        folder = run_folder(config, args.runs or params.get("runs_root") or "runs")
-        print(f"{prior_loss}: run folder {folder}", flush=True)
-        model = train(config, images, folder, device=device, progress=not args.no_progress)
-        print(f"{prior_loss}: {model.epochs_done} epochs, {model.steps} iterations, {model.seconds_per_iteration:.3f} s/it", flush=True)
+        run_spec = spec(config_from_params(params, prior_loss))
+        print(f"{prior_loss}: run {run_spec.label} in {runs.run_folder(run_spec, args.runs)}", flush=True)
+        record = runs.fetch(run_spec, root=args.runs, device=args.device or params["device"], progress=not args.no_progress)
+        print(f"{prior_loss}: {record.info['epochs_done']} epochs, {record.steps} iterations, "
+              f"{record.train_seconds / max(record.steps, 1):.3f} s/it, {record.outcome_text()}", flush=True)
     return 0
 
 

@@ -18,20 +18,17 @@ that rounding makes slightly negative set to 0.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # plain text bars: notebooks here run without ipywidgets
 
-from . import _checks
+from . import _checks, runs
 
 _ARCH = "cnn-16-32-128-v1"  # bump when the classifier's architecture or training changes
 
@@ -71,28 +68,11 @@ class ClassifierSettings:
     seed: int = 0
     n_train: int | None = None
 
-    def key(self) -> str:
-        text = json.dumps({"arch": _ARCH, **self.__dict__}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass
-class ClassifierInfo:
-    """What is known about a trained classifier: its settings, test accuracy, training time, cache file."""
-
-    settings: ClassifierSettings
-    test_accuracy: float
-    train_seconds: float
-    path: Path | None
-    loaded_from_cache: bool
-
     def describe(self) -> str:
-        s = self.settings
-        n = "60 000" if s.n_train is None else f"the first {s.n_train}"
+        n = "60 000" if self.n_train is None else f"the first {self.n_train}"
         return (
-            f"CNN (conv 16 and 32 channels, 5×5, max-pooling; FC 512→128→10), {s.epochs} epoch{'s' if s.epochs != 1 else ''} of Adam "
-            f"(lr {s.lr}, batch {s.batch_size}, seed {s.seed}) on {n} training images; "
-            f"test accuracy {100 * self.test_accuracy:.2f} % on the 10 000 test images"
+            f"CNN (conv 16 and 32 channels, 5×5, max-pooling; FC 512→128→10), {self.epochs} epoch{'s' if self.epochs != 1 else ''} "
+            f"of Adam (lr {self.lr}, batch {self.batch_size}, seed {self.seed}) on {n} training images"
         )
 
 
@@ -140,31 +120,43 @@ def train_classifier(
     return model.eval(), time.perf_counter() - start
 
 
-def load_or_train_classifier(
-    cache_dir: str | os.PathLike = "runs", settings: ClassifierSettings = ClassifierSettings(),
-    device: torch.device | str = "cpu", progress: bool = True, data_root: str | os.PathLike | None = None,
-) -> tuple[MNISTClassifier, ClassifierInfo]:
-    """The feature classifier: loaded from ``CACHE_DIR/mnist_classifier/<settings hash>.pt``, else trained and saved there."""
-    from .data import mnist, to_signed_unit
+def classifier_spec(settings: ClassifierSettings = ClassifierSettings()) -> runs.RunSpec:
+    """The run that trains the feature classifier with ``settings`` (budget = epochs)."""
+    if not isinstance(settings, ClassifierSettings):
+        raise ValueError(f"settings must be ClassifierSettings, got {type(settings).__name__}")
+    if settings.n_train is not None:
+        _checks.positive_int("n_train", settings.n_train)
+    hp = {"batch_size": settings.batch_size, "lr": settings.lr, "n_train": settings.n_train}
+    return runs.RunSpec("classifier", _ARCH, "mnist", settings.seed, settings.epochs, hp, {}, "edlebm_mnist", None)
 
-    path = Path(cache_dir) / "mnist_classifier" / f"{settings.key()}.pt"
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        model = MNISTClassifier()
-        model.load_state_dict(saved["state_dict"])
-        info = ClassifierInfo(settings, saved["test_accuracy"], saved["train_seconds"], path, True)
-        return model.to(device).eval(), info
-    train = mnist("train", data_root)
-    test = mnist("test", data_root)
-    n = len(train) if settings.n_train is None else _checks.positive_int("n_train", settings.n_train)
+
+def train_spec(spec: runs.RunSpec, checkpoint: Any = None, device: torch.device | str = "cpu", progress: bool = True) -> runs.Outcome:
+    """Train a ``classifier`` run (the trainer :mod:`edrepro.runs` calls): the model and its test accuracy.
+
+    Three epochs take seconds to a minute, so the run is not checkpointed: an interrupted one restarts.
+    """
+    from .data import mnist, to_signed_unit
+    from .train import resolve_device
+
+    device = resolve_device(device)
+    settings = ClassifierSettings(epochs=spec.budget, seed=spec.seed, **spec.hparams)
+    train, test = mnist("train"), mnist("test")
+    n = len(train) if settings.n_train is None else settings.n_train
     model, seconds = train_classifier(to_signed_unit(train.images[:n]), train.labels[:n], settings, device, progress)
     acc = accuracy(model, to_signed_unit(test.images), test.labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "test_accuracy": acc,
-                "train_seconds": seconds, "settings": settings.__dict__, "arch": _ARCH}, tmp)
-    os.replace(tmp, path)
-    return model, ClassifierInfo(settings, acc, seconds, path, False)
+    return runs.Outcome(
+        curves={"step": [spec.budget], "seconds": [seconds], "test_accuracy": [acc]}, series={}, steps=spec.budget,
+        seconds=seconds, models={"model": model}, info={"test_accuracy": acc},
+    )
+
+
+def load_classifier(record: runs.RunRecord, device: torch.device | str = "cpu") -> MNISTClassifier:
+    """The trained feature classifier of a ``classifier`` run, in eval mode."""
+    if not isinstance(record, runs.RunRecord) or record.spec.kind != "classifier":
+        raise ValueError(f"record must be the RunRecord of a classifier run, got {record!r:.80}")
+    model = MNISTClassifier()
+    model.load_state_dict(record.state()["model"])
+    return model.to(device).eval()
 
 
 @torch.no_grad()

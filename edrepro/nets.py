@@ -126,6 +126,36 @@ class EMA:
         self.model.load_state_dict(state["model"])
 
 
+class WithChains(nn.Module):
+    """A model together with the states of its persistent Markov chains (persistent CD).
+
+    The chains are a registered buffer, so they are saved, restored and moved with the model (a
+    checkpointed run resumes bitwise; an EMA copy carries them along unused). ``forward`` is the
+    model's; ``inner`` is the model itself.
+    """
+
+    def __init__(self, model: nn.Module, chains: torch.Tensor):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(chains, torch.Tensor) or chains.ndim != 2 or chains.shape[0] == 0:
+            raise ValueError(f"chains must be a (N, d) tensor with N >= 1, got {getattr(chains, 'shape', type(chains).__name__)}")
+        self.model = model
+        self.register_buffer("chains", chains.detach().clone())
+
+    @property
+    def inner(self) -> nn.Module:
+        return self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a :class:`WithChains` (any other model is returned as it is)."""
+    return model.model if isinstance(model, WithChains) else model
+
+
 # ---------------------------------------------------------------------------------------------
 # Binary models: Ising models and restricted Boltzmann machines (discrete ED chapter).
 #

@@ -13,6 +13,7 @@ source text, the parameter file and the profile — matches, unless forced.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -95,18 +96,60 @@ def load_params(root: Path, name: str, profile: str) -> dict:
     path = params_path(root, name, profile)
     if not path.is_file():
         raise FileNotFoundError(f"no parameter file for notebook {name!r} and profile {profile!r}: expected {path}")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}{where}: malformed YAML ({problem})") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values")
     return params
 
 
-def cache_key(root: Path, name: str, profile: str) -> str:
-    """Hash of the notebook source, its parameter file and the profile."""
+def notebook_defaults(root: Path, name: str) -> dict:
+    """The values of the notebook's ``parameters`` cell (the ``quick`` profile), read without running it."""
+    import ast
+
+    import jupytext
+
+    source = root / "notebooks" / f"{name}.md"
+    if not source.is_file():
+        raise ValueError(f"unknown notebook {name!r}: no {source}; the book's notebooks are {', '.join(notebook_names(root))}")
+    cell = next((c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", ())), None)
+    if cell is None:
+        raise ValueError(f"{source} has no cell tagged 'parameters'")
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+
+
+def effective_params(root: Path, name: str, profile: str, overrides: dict[str, str] | None = None) -> dict:
+    """Every parameter of notebook ``name`` as a run under ``profile`` sees it: the ``parameters`` cell,
+    updated by the profile's file, updated by command-line ``overrides`` (KEY → YAML text); all checked
+    against the notebook's schema (:mod:`edrepro.parameters`) before anything runs."""
+    from . import parameters
+
+    profile_values = load_params(root, name, profile)
+    if not parameters.has_schema(name):  # a notebook outside the book: its own cells check their values
+        return {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}
+    try:
+        parameters.check(name, profile_values)
+    except parameters.ParameterError as error:
+        raise parameters.ParameterError(f"{params_path(root, name, profile)}: {error}") from None
+    return parameters.check(name, {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}, complete=True)
+
+
+def cache_key(root: Path, name: str, profile: str, overrides: dict | None = None) -> str:
+    """Hash of the notebook source, its parameter file, the profile and any command-line overrides."""
     digest = hashlib.sha256()
     digest.update((root / "notebooks" / f"{name}.md").read_bytes())
     digest.update(params_path(root, name, profile).read_bytes())
     digest.update(profile.encode())
+    if overrides:
+        digest.update(json.dumps(overrides, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -151,40 +194,111 @@ def _describe_failure(name: str, error: Exception) -> str:
     return f"notebook {name!r} failed in cell In[{cell}] (starting `{first}`): {what}"
 
 
-def execute_notebook(root: Path, name: str, profile: str, force: bool = False, progress: bool = True) -> RunRecord:
+@contextlib.contextmanager
+def _notebook_lock(out: Path):
+    """One execution of a notebook (per profile) at a time; a second run waits for the first."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out.parent / f".{out.stem}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _show_effective_parameters(nb) -> None:
+    """Fold papermill's injected cell into the ``parameters`` cell, so the page shows the values it ran
+    with once: each injected assignment replaces the value of the same name (its comment is kept)."""
+    import ast
+
+    injected = next((c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", ())), None)
+    target = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", ())), None)
+    if injected is None or target is None:
+        return
+    values = {n.targets[0].id: ast.get_source_segment(injected.source, n.value) for n in ast.parse(injected.source).body if isinstance(n, ast.Assign)}
+    lines = []
+    for line in target.source.splitlines():
+        head, sep, comment = line.partition("  #")
+        key = head.split("=", 1)[0].strip()
+        if "=" in head and key in values:
+            line = f"{key} = {values.pop(key)}" + (f"  #{comment}" if sep else "")
+        lines.append(line)
+    target.source = "\n".join(lines + [f"{k} = {v}" for k, v in values.items()])
+    nb.cells.remove(injected)
+
+
+def execute_notebook(
+    root: Path, name: str, profile: str, force: bool = False, progress: bool = True,
+    overrides: dict[str, str] | None = None, stream: bool = False,
+) -> RunRecord:
     """Execute ``notebooks/NAME.md`` under ``profile`` into ``_build/executed/PROFILE/NAME.ipynb``.
 
-    Raises :class:`NotebookFailed` naming the notebook and the cell when a cell raises.
+    ``overrides`` (KEY → YAML text, as ``-p KEY VALUE`` on the command line) change parameters of
+    the profile; all parameters are checked against the notebook's schema before anything runs.
+    The previous executed copy stays in place until the new one has succeeded (a failed or killed
+    run leaves it untouched); two runs of the same notebook take turns. ``stream`` shows the
+    kernel's progress bars in this terminal. Raises :class:`NotebookFailed` naming the notebook and
+    the cell when a cell raises.
     """
-    import jupytext
+    import tempfile
+
     import nbformat
-    import papermill
 
     source = root / "notebooks" / f"{name}.md"
     if not source.is_file():
         known = ", ".join(notebook_names(root))
         raise ValueError(f"unknown notebook {name!r}: no {source.relative_to(root)}; the book's notebooks are {known}")
-    params = load_params(root, name, profile)
-    key = cache_key(root, name, profile)
+    effective_params(root, name, profile, overrides)  # every parameter checked before any work
+    params = {**load_params(root, name, profile), **_parsed(name, overrides)}
+    key = cache_key(root, name, profile, overrides)
     out = executed_path(root, name, profile)
-    if not force and _is_cached(out, key):
-        return RunRecord(name, profile, "cached", 0.0, out)
+    with _notebook_lock(out):
+        if not force and _is_cached(out, key):
+            return RunRecord(name, profile, "cached", 0.0, out)
+        with tempfile.TemporaryDirectory(prefix=f"edrepro-{name}-") as work:
+            executed, seconds = _papermill(root, name, profile, params, Path(work), progress, stream)
+            nb = nbformat.read(executed, as_version=4)
+            _show_effective_parameters(nb)
+            first_markdown = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+            nb.cells.insert(first_markdown + 1, nbformat.v4.new_markdown_cell(reproduce_note(name, profile)))
+            nb.metadata[CACHE_FIELD] = {"cache_key": key, "profile": profile, "seconds": round(seconds, 2), "status": "ok", "overrides": overrides or {}}
+            staged = out.with_name(f".{name}.{os.getpid()}.tmp")  # beside the output: the rename is atomic
+            nbformat.write(nb, staged)
+            os.replace(staged, out)
+    return RunRecord(name, profile, "executed", seconds, out)
 
-    work = out.parent / f".work-{name}"  # one per notebook: runs of one profile may overlap
-    work.mkdir(parents=True, exist_ok=True)
+
+def _parsed(name: str, overrides: dict[str, str] | None) -> dict:
+    """Command-line overrides KEY → YAML text as values, checked against the schema when there is one."""
+    import yaml
+
+    from . import parameters
+
+    if parameters.has_schema(name):
+        return {k: parameters.parse_override(name, k, v) for k, v in (overrides or {}).items()}
+    return {k: yaml.safe_load(v) for k, v in (overrides or {}).items()}
+
+
+def _papermill(root: Path, name: str, profile: str, params: dict, work: Path, progress: bool, stream: bool) -> tuple[Path, float]:
+    """Run papermill on the jupytext conversion of the notebook in ``work``; (executed path, seconds)."""
+    import jupytext
+    import papermill
+
     unexecuted, executed = work / f"{name}.ipynb", work / f"{name}.out.ipynb"
-    jupytext.write(jupytext.read(source), unexecuted)
-    out.unlink(missing_ok=True)
+    jupytext.write(jupytext.read(root / "notebooks" / f"{name}.md"), unexecuted)
     # With busy cores, OpenMP threads that spin while waiting slow small torch ops 10x or more;
-    # the kernel inherits this environment.
+    # the kernel inherits this environment, as it does the figures folder.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     saved_figures = os.environ.get("EDREPRO_FIGURES")
     os.environ["EDREPRO_FIGURES"] = str(figures_folder(root, profile))
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(unexecuted), str(executed), parameters=params, kernel_name="python3",
-            cwd=str(root), progress_bar=progress, language="python",
+            str(unexecuted), str(executed), parameters=params, kernel_name="python3", cwd=str(root),
+            progress_bar=progress and not stream, language="python", stderr_file=sys.stderr if stream else None,
         )
     except papermill.PapermillExecutionError as error:
         raise NotebookFailed(_describe_failure(name, error)) from None
@@ -193,31 +307,52 @@ def execute_notebook(root: Path, name: str, profile: str, force: bool = False, p
             os.environ.pop("EDREPRO_FIGURES")
         else:
             os.environ["EDREPRO_FIGURES"] = saved_figures
-    seconds = time.perf_counter() - start
+    return executed, time.perf_counter() - start
 
-    nb = nbformat.read(executed, as_version=4)
-    first_markdown = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
-    nb.cells.insert(first_markdown + 1, nbformat.v4.new_markdown_cell(reproduce_note(name, profile)))
-    nb.metadata[CACHE_FIELD] = {"cache_key": key, "profile": profile, "seconds": round(seconds, 2), "status": "ok"}
-    nbformat.write(nb, out)
-    shutil.rmtree(work, ignore_errors=True)
-    return RunRecord(name, profile, "executed", seconds, out)
+
+def _execute_quietly(root: Path, name: str, profile: str, force: bool, overrides: dict | None) -> RunRecord:
+    # In a worker process of run_notebooks: no progress bars, the run's own environment.
+    return execute_notebook(root, name, profile, force=force, progress=False, overrides=overrides)
 
 
 def run_notebooks(
-    root: Path, names: list[str] | None = None, profile: str = "quick", force: bool = False, echo=print
+    root: Path, names: list[str] | None = None, profile: str = "quick", force: bool = False, echo=print,
+    jobs: int = 1, overrides: dict[str, str] | None = None,
 ) -> list[RunRecord]:
-    """Execute several notebooks in order, printing one progress line per notebook."""
+    """Execute several notebooks, ``jobs`` at a time (each in its own process when ``jobs`` > 1),
+    printing one line per notebook as it starts and ends. The first failure is raised after the
+    notebooks already running have finished."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     names = list(names) if names else notebook_names(root)
-    records = []
-    for i, name in enumerate(names, 1):
-        echo(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
-        record = execute_notebook(root, name, profile, force=force)
-        echo(f"[{i}/{len(names)}] {name}: {record.status} in {record.seconds:.1f} s", flush=True)
-        records.append(record)
-    return records
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs == 1 or len(names) == 1:
+        records = []
+        for i, name in enumerate(names, 1):
+            echo(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
+            records.append(execute_notebook(root, name, profile, force=force, overrides=overrides, stream=len(names) == 1))
+            echo(f"[{i}/{len(names)}] {name}: {records[-1].status} in {records[-1].seconds:.1f} s", flush=True)
+        return records
+    done: dict[str, RunRecord] = {}
+    first_error: Exception | None = None
+    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_execute_quietly, root, name, profile, force, overrides): name for name in names}
+        echo(f"running {len(names)} notebooks ({profile}), {min(jobs, len(names))} at a time ...", flush=True)
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                done[name] = future.result()
+                echo(f"[{len(done)}/{len(names)}] {name}: {done[name].status} in {done[name].seconds:.1f} s", flush=True)
+            except Exception as error:
+                echo(f"{name}: failed", flush=True)
+                first_error = first_error or error
+    if first_error is not None:
+        raise first_error
+    return [done[name] for name in names]
 
 
 def summary_table(records: list[RunRecord]) -> str:
@@ -245,16 +380,62 @@ def stage_book(root: Path, profile: str, build_dir: Path) -> Path:
     return src
 
 
+PAGE_RUNS: dict[str, str] = {
+    "density_estimation": "edrepro.density:page_specs",
+    "density_ablations": "edrepro.ablation:page_specs",
+    "density_benchmark": "edrepro.benchmark:page_specs",
+    "discrete_ed": "edrepro.discrete:page_specs",
+    "edlebm_mnist": "edrepro.lebm:page_specs",
+}
+"""Notebook → the chapter function listing the training runs its page needs (the function the page calls)."""
+
+
+def page_specs(root: Path, name: str, profile: str, overrides: dict[str, str] | None = None) -> list:
+    """The training runs (:class:`edrepro.runs.RunSpec`) of notebook ``name`` under ``profile``; [] for a page without runs."""
+    import importlib
+
+    if name not in PAGE_RUNS:
+        if name not in notebook_names(root):
+            raise ValueError(f"unknown notebook {name!r}; the book's notebooks are {', '.join(notebook_names(root))}")
+        return []
+    params = effective_params(root, name, profile, overrides)
+    module, _, function = PAGE_RUNS[name].partition(":")
+    return getattr(importlib.import_module(module), function)(params)
+
+
+def sweep_notebooks(
+    root: Path, names: list[str] | None, profile: str, overrides: dict[str, str] | None = None, *,
+    workers: int | None = None, scheduler: str | None = None, fresh: bool = False, echo=print,
+):
+    """Compute every missing training run of the notebooks ``names`` (default: all) under ``profile``
+    (:func:`edrepro.runs.sweep`) into the cache that their pages load from."""
+    from . import runs
+
+    names = list(names) if names else notebook_names(root)
+    specs = [spec for name in names for spec in page_specs(root, name, profile, overrides)]
+    if not specs:
+        echo("no training runs in " + ", ".join(names), flush=True)
+        return runs.SweepSummary(executor="none")
+    return runs.sweep(specs, workers=workers, scheduler=scheduler, fresh=fresh, echo=echo)
+
+
 def build_book(
     root: Path, profile: str = "quick", force: bool = False, path_output: Path | None = None,
-    warnings_as_errors: bool = True, echo=print,
+    warnings_as_errors: bool = True, echo=print, jobs: int = 1,
 ) -> tuple[list[RunRecord], Path]:
-    """Execute every notebook of the TOC under ``profile`` (cached) and build the HTML book.
+    """Compute every chapter's training runs (``jobs`` worker processes), execute every notebook of the
+    TOC under ``profile`` (cached; ``jobs`` at a time) and build the HTML book.
 
     The HTML lands in ``PATH_OUTPUT/_build/html`` (``PATH_OUTPUT`` defaults to the repository root).
     Returns the run records and the path of the page to open.
     """
-    records = run_notebooks(root, profile=profile, force=force, echo=echo)
+    stale = [n for n in notebook_names(root) if force or not _is_cached(executed_path(root, n, profile), cache_key(root, n, profile))]
+    if stale and jobs > 1:
+        summary = sweep_notebooks(root, stale, profile, workers=jobs, echo=echo)
+        echo(summary.text(), flush=True)
+        if summary.failed:
+            raise RuntimeError("some training runs failed; see the list above")
+    records = run_notebooks(root, profile=profile, force=force, echo=echo, jobs=jobs)
     output = Path(path_output or root).resolve()
     src = stage_book(root, profile, output / "_build")
     command = [

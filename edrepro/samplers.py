@@ -169,6 +169,17 @@ class ReplayBuffer:
         self.init_fn = init_fn
         self.data = self._fresh(capacity, generator, dim=None)
 
+    @classmethod
+    def view(cls, chains: torch.Tensor, init_fn: Callable[[int, torch.Generator | None], torch.Tensor]) -> ReplayBuffer:
+        """A buffer whose storage is the existing tensor ``chains`` (written in place by ``push``),
+        e.g. the ``chains`` buffer of a :class:`edrepro.nets.WithChains` model, so the chains are
+        saved and restored with the model."""
+        if not callable(init_fn):
+            raise ValueError(f"init_fn must be callable, got {type(init_fn).__name__}")
+        buffer = cls.__new__(cls)
+        buffer.capacity, buffer.init_fn, buffer.data = _checks.batch("chains", chains).shape[0], init_fn, chains
+        return buffer
+
     def _fresh(self, n: int, generator: torch.Generator | None, dim: int | None) -> torch.Tensor:
         x = _checks.batch("init_fn output", self.init_fn(n, generator))
         d = x.shape[1] if dim is None else dim
@@ -208,6 +219,16 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self.capacity
+
+
+def uniform_box(n: int, d: int, box: float, generator: torch.Generator | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` points uniform on [−box, box]^d, drawn on the generator's device, returned on ``like``'s
+    device and dtype (the start and restart distribution of persistent chains in 2-D)."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    u = torch.rand(n, d, generator=generator, device=gen_device, dtype=dtype)
+    x = (2.0 * u - 1.0).mul_(_checks.positive("box", box))
+    return x.to(like.device) if like is not None else x
 
 
 # ---------------------------------------------------------------------------------------------

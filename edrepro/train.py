@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # plain text bars: notebooks here run without ipywidgets
 
-from . import _checks
+from . import _checks, runs
 from .nets import EMA
 
 LossFn = Callable[[nn.Module, torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -72,28 +74,6 @@ def with_device_noise(loss_fn: LossFn, device: torch.device) -> LossFn:
     return wrapped
 
 
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    ``losses[s-1]`` and ``grad_norms[s-1]`` belong to step s (the loss at the parameters before
-    update s). Each entry of ``evals`` is ``{"step": s, "seconds": training seconds up to s, **metrics}``.
-    ``diverged_at`` is the step whose loss or gradient norm was non-finite (``nonfinite`` names which),
-    None for a run that finished.
-    """
-
-    losses: list[float]
-    evals: list[dict[str, float]]
-    model: nn.Module
-    ema_model: nn.Module | None
-    steps_per_second: float
-    seconds: float
-    diverged_at: int | None = None
-    nonfinite: str | None = None
-    grad_norms: list[float] = field(default_factory=list)
-    resumed_from: int = 0
-
-
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -122,13 +102,6 @@ def _set_rng_state(generator: torch.Generator | None, state: dict[str, Any]) -> 
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(path: str, payload: dict[str, Any]) -> None:
-    # Write then rename, so an interruption during the save never leaves a broken checkpoint.
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def _batcher(data: Sampler | torch.Tensor, batch_size: int | None, device: torch.device) -> Callable:
     """A function generator → next training batch on ``device``."""
     if callable(data) and not isinstance(data, torch.Tensor):
@@ -154,48 +127,20 @@ def _batcher(data: Sampler | torch.Tensor, batch_size: int | None, device: torch
     return minibatch
 
 
-def train(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Sampler | torch.Tensor,
-    n_steps: int,
-    *,
-    lr: float = 1e-3,
-    batch_size: int | None = 128,
-    optimizer: torch.optim.Optimizer | None = None,
-    ema_decay: float | None = None,
-    eval_every: int | None = None,
-    eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
-    generator: torch.Generator | None = None,
-    on_nonfinite: str = "raise",
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    progress: bool = True,
-    desc: str = "train",
-) -> TrainResult:
-    """Minimise ``loss_fn`` over ``n_steps`` gradient steps; the loop of every toy chapter.
+@dataclass
+class _LoopState:
+    """What a checkpoint of :func:`train` holds besides the modules: progress and history."""
 
-    Step s = 1 … n_steps: draw a batch x (``data(batch_size, generator)`` for a sampler — a fresh
-    batch each step, as the authors — or rows of the fixed tensor ``data``: all of them when
-    ``batch_size`` is None or ≥ len(data), else ``batch_size`` rows without repeats), compute
-    ``loss = loss_fn(model, x, generator)``, back-propagate, check that the loss and the total
-    gradient norm are finite, take an optimizer step (Adam(lr) unless ``optimizer`` is given, in
-    which case ``lr`` is unused) and update the EMA (θ̄ ← d·θ̄ + (1 − d)·θ) if ``ema_decay`` is set.
+    step: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    diverged_at: int | None = None
+    nonfinite: str | None = None
 
-    Evaluation: ``eval_fn(eval_model, step)`` runs at step 0 and every step divisible by
-    ``eval_every``, and at the final step (only at the final step if ``eval_every`` is None);
-    ``eval_model`` is the EMA model when EMA is on. Its time, and checkpointing time, is excluded
-    from the recorded training seconds.
 
-    Non-finite loss or gradient norm at step s: ``on_nonfinite="raise"`` raises FloatingPointError
-    ("loss became nan at step s"); ``"stop"`` skips that update, stops, and sets
-    ``result.diverged_at = s`` and ``result.nonfinite`` ("loss" or "grad_norm").
-
-    Checkpointing: with ``checkpoint_path`` the model, optimizer, EMA, random state, step, losses and
-    evaluations are saved every ``checkpoint_every`` steps (if given) and at the end. If the file
-    exists when ``train`` starts, the run resumes from it — bitwise identically to an uninterrupted
-    run with the same arguments; a finished (or diverged) run returns at once.
-    """
+def _check_train_args(model, loss_fn, data, n_steps, batch_size, ema_decay, eval_every, eval_fn, generator, on_nonfinite, checkpoint_every, checkpoint_path) -> None:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
@@ -220,119 +165,167 @@ def train(
         _checks.positive_int("checkpoint_every", checkpoint_every)
         if checkpoint_path is None:
             raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint_path, got None")
-    if optimizer is None:
-        lr = _checks.positive("lr", lr)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    elif not isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
 
-    device = _device_of(model)
-    next_batch = _batcher(data, batch_size, device)
-    ema = EMA(model, ema_decay) if ema_decay is not None else None
-    params = [p for p in model.parameters() if p.requires_grad]
 
-    losses: list[float] = []
-    grad_norms: list[float] = []
-    evals: list[dict[str, float]] = []
-    seconds = 0.0
-    start = 0
-    diverged_at: int | None = None
-    nonfinite: str | None = None
+def _restore(path, n_steps, model, optimizer, ema, generator) -> _LoopState:
+    """The loop state of the checkpoint at ``path`` loaded into the modules (a fresh state if there is none)."""
+    ckpt = runs.load_checkpoint(path) if path is not None else None
+    if ckpt is None:
+        return _LoopState()
+    if ckpt["step"] > n_steps:
+        raise ValueError(f"n_steps={n_steps} is smaller than the {ckpt['step']} steps already in checkpoint {str(path)!r}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ema is not None:
+        if ckpt["ema"] is None:
+            raise ValueError(f"checkpoint {str(path)!r} was written without EMA but ema_decay was given")
+        ema.load_state_dict(ckpt["ema"])
+    _set_rng_state(generator, ckpt["rng"])
+    return _LoopState(**ckpt["loop"])
 
-    path = os.fspath(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and os.path.exists(path):
-        # Loaded on the CPU: random states must stay CPU tensors; load_state_dict moves the rest.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if ckpt["step"] > n_steps:
-            raise ValueError(f"n_steps={n_steps} is smaller than the {ckpt['step']} steps already in checkpoint {path!r}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None:
-            if ckpt["ema"] is None:
-                raise ValueError(f"checkpoint {path!r} was written without EMA but ema_decay={ema_decay} was given")
-            ema.load_state_dict(ckpt["ema"])
-        _set_rng_state(generator, ckpt["rng"])
-        start, seconds = ckpt["step"], ckpt["seconds"]
-        losses, grad_norms, evals = ckpt["losses"], ckpt["grad_norms"], ckpt["evals"]
-        diverged_at, nonfinite = ckpt["diverged_at"], ckpt["nonfinite"]
 
-    def checkpoint(step: int) -> None:
-        if path is None:
-            return
-        _save(path, {
-            "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+def _checkpoint(path, state: _LoopState, model, optimizer, ema, generator) -> None:
+    if path is not None:
+        runs.save_atomic(path, {
+            "step": state.step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(generator),
-            "seconds": seconds, "losses": losses, "grad_norms": grad_norms, "evals": evals,
-            "diverged_at": diverged_at, "nonfinite": nonfinite,
+            "loop": dataclasses.asdict(state),
         })
 
-    def evaluate(step: int) -> None:
-        metrics = eval_fn(ema.model if ema is not None else model, step)  # type: ignore[misc]
+
+def _gradient_step(model, loss_fn, optimizer, ema, params, x, generator, first: bool) -> tuple[float, float]:
+    """One update: loss, backward, the loss and total gradient norm (one host sync); the optimizer
+    and EMA step only when both are finite. Returns (loss, grad norm)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, generator)
+    if first and not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
+    loss.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.new_zeros(())
+    loss_value, gnorm_value = torch.stack([loss.detach().reshape(()), gnorm.to(loss.dtype)]).tolist()
+    if math.isfinite(loss_value) and math.isfinite(gnorm_value):
+        optimizer.step()
+        if ema is not None:
+            ema.update(model)
+    return loss_value, gnorm_value
+
+
+def _curves(evals: list[dict[str, float]]) -> dict[str, list[float]]:
+    names = list(evals[0]) if evals else ["step", "seconds"]
+    return {k: [e[k] for e in evals] for k in names}
+
+
+def announce_estimate(desc: str, done: int, seconds: float, total: int, threshold: float = 60.0) -> None:
+    """Print (to stderr) the estimated training time of a budget, when it exceeds ``threshold`` seconds:
+    a budget that would take hours is announced after its first iterations, not discovered at the end."""
+    if done <= 0 or seconds <= 0:
+        return
+    estimate = seconds / done * total
+    if estimate > threshold:
+        hours, rest = divmod(estimate, 3600)
+        text = f"{hours:.0f} h {rest / 60:.0f} min" if hours else f"{estimate / 60:.1f} min"
+        print(f"{desc}: {total:,} steps at {done / seconds:.0f} steps/s need about {text} of training", file=sys.stderr, flush=True)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sampler | torch.Tensor,
+    n_steps: int,
+    *,
+    lr: float = 1e-3,
+    batch_size: int | None = 128,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema_decay: float | None = None,
+    eval_every: int | None = None,
+    eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
+    generator: torch.Generator | None = None,
+    on_nonfinite: str = "raise",
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> runs.Outcome:
+    """Minimise ``loss_fn`` over ``n_steps`` gradient steps; the loop of every toy chapter.
+
+    Step s = 1 … n_steps: draw a batch x (``data(batch_size, generator)`` for a sampler — a fresh
+    batch each step, as the authors — or rows of the fixed tensor ``data``: all of them when
+    ``batch_size`` is None or ≥ len(data), else ``batch_size`` rows without repeats), compute
+    ``loss = loss_fn(model, x, generator)``, back-propagate, check that the loss and the total
+    gradient norm are finite, take an optimizer step (Adam(lr) unless ``optimizer`` is given) and
+    update the EMA (θ̄ ← d·θ̄ + (1 − d)·θ) if ``ema_decay`` is set.
+
+    Evaluation: ``eval_fn(eval_model, step)`` runs at step 0 and every step divisible by
+    ``eval_every``, and at the final step (only there if ``eval_every`` is None); ``eval_model`` is
+    the EMA model when EMA is on. Its time and checkpointing are excluded from the training seconds.
+
+    Non-finite loss or gradient norm at step s: ``on_nonfinite="raise"`` raises FloatingPointError
+    ("loss became nan at step s"); ``"stop"`` skips that update, stops, and records ``diverged_at = s``
+    and ``nonfinite`` ("loss" or "grad_norm").
+
+    Checkpointing (:func:`edrepro.runs.save_atomic`): with ``checkpoint_path`` the modules, random
+    state and history are saved every ``checkpoint_every`` steps (if given) and at the end; if the
+    file exists when ``train`` starts the run resumes from it, bitwise identically to an
+    uninterrupted run (a finished or diverged run returns at once).
+
+    Returns a :class:`edrepro.runs.Outcome`: ``curves`` (``step``, ``seconds`` and each metric),
+    ``series`` (``loss``, ``grad_norm`` per step) and ``models`` (``model``, and ``ema``).
+    """
+    _check_train_args(model, loss_fn, data, n_steps, batch_size, ema_decay, eval_every, eval_fn, generator, on_nonfinite, checkpoint_every, checkpoint_path)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=_checks.positive("lr", lr))
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    next_batch = _batcher(data, batch_size, _device_of(model))
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = _restore(checkpoint_path, n_steps, model, optimizer, ema, generator)
+    resumed_from, seconds_before = state.step, state.seconds
+
+    def evaluate() -> None:
+        metrics = eval_fn(ema.model if ema is not None else model, state.step)  # type: ignore[misc]
         if not isinstance(metrics, Mapping):
             raise ValueError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
-        evals.append({"step": step, "seconds": seconds, **{k: float(v) for k, v in metrics.items()}})
+        state.evals.append({"step": state.step, "seconds": state.seconds, **{k: float(v) for k, v in metrics.items()}})
 
     def is_eval_step(step: int) -> bool:
         return eval_fn is not None and (step == n_steps or (eval_every is not None and step % eval_every == 0))
 
-    resumed_from = start
-    if diverged_at is None and start < n_steps:
-        if start == 0 and is_eval_step(0):
-            evaluate(0)
-        bar = tqdm(total=n_steps, initial=start, desc=desc, disable=not progress, leave=False)
-        step = start
-        try:
-            while step < n_steps:
-                step += 1
+    if state.diverged_at is None and state.step < n_steps:
+        if state.step == 0 and is_eval_step(0):
+            evaluate()
+        with tqdm(total=n_steps, initial=state.step, desc=desc, disable=not progress, leave=False) as bar:
+            while state.step < n_steps:
+                state.step += 1
                 t0 = time.perf_counter()
                 x = next_batch(generator)
-                if step == start + 1:
+                if state.step == resumed_from + 1:
                     _checks.batch("data batch", x, finite=False)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, generator)
-                if step == start + 1 and not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
-                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                    raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
-                loss.backward()
-                grads = [p.grad for p in params if p.grad is not None]
-                gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.new_zeros(())
-                # One host synchronisation per step for both checks.
-                loss_value, gnorm_value = torch.stack([loss.detach().reshape(()), gnorm.to(loss.dtype)]).tolist()
-                losses.append(loss_value)
-                grad_norms.append(gnorm_value)
+                loss_value, gnorm_value = _gradient_step(model, loss_fn, optimizer, ema, params, x, generator, state.step == resumed_from + 1)
+                state.seconds += time.perf_counter() - t0
+                state.losses.append(loss_value)
+                state.grad_norms.append(gnorm_value)
                 bad = "loss" if not math.isfinite(loss_value) else "grad_norm" if not math.isfinite(gnorm_value) else None
                 if bad is not None:
-                    seconds += time.perf_counter() - t0
-                    value = loss_value if bad == "loss" else gnorm_value
                     if on_nonfinite == "raise":
-                        raise FloatingPointError(f"{bad.replace('_', ' ')} became {value} at step {step}")
-                    diverged_at, nonfinite = step, bad
+                        raise FloatingPointError(f"{bad.replace('_', ' ')} became {loss_value if bad == 'loss' else gnorm_value} at step {state.step}")
+                    state.diverged_at, state.nonfinite = state.step, bad
                     break
-                optimizer.step()
-                if ema is not None:
-                    ema.update(model)
-                seconds += time.perf_counter() - t0
                 bar.update(1)
-                if progress and (step % 25 == 0 or step == n_steps):
+                if progress and (state.step % 25 == 0 or state.step == n_steps):
                     bar.set_postfix_str(f"loss={loss_value:.4g}", refresh=False)
-                if is_eval_step(step):
-                    evaluate(step)
-                if checkpoint_every is not None and step % checkpoint_every == 0 and step < n_steps:
-                    checkpoint(step)
-        finally:
-            bar.close()
-        checkpoint(step if diverged_at is None else diverged_at)
-
-    done = len(losses)
-    return TrainResult(
-        losses=losses,
-        evals=evals,
-        model=model,
-        ema_model=ema.model if ema is not None else None,
-        steps_per_second=done / seconds if seconds > 0 else math.inf,
-        seconds=seconds,
-        diverged_at=diverged_at,
-        nonfinite=nonfinite,
-        grad_norms=grad_norms,
-        resumed_from=resumed_from,
+                if state.step == resumed_from + 50:
+                    announce_estimate(desc, 50, state.seconds - seconds_before, n_steps - resumed_from)
+                if is_eval_step(state.step):
+                    evaluate()
+                if checkpoint_every is not None and state.step % checkpoint_every == 0 and state.step < n_steps:
+                    _checkpoint(checkpoint_path, state, model, optimizer, ema, generator)
+        _checkpoint(checkpoint_path, state, model, optimizer, ema, generator)
+    models = {"model": model, **({"ema": ema.model} if ema is not None else {})}
+    return runs.Outcome(
+        curves=_curves(state.evals), series={"loss": state.losses, "grad_norm": state.grad_norms},
+        steps=len(state.losses), seconds=state.seconds, models=models,
+        diverged_at=state.diverged_at, nonfinite=state.nonfinite, resumed_from=resumed_from,
     )

@@ -1,10 +1,9 @@
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from edrepro import ablation
+from edrepro import ablation, density, runs
 
 
 def test_variance_std_conversion():
@@ -40,14 +39,17 @@ def test_grid_rejects_bad_input(args):
 
 
 def _fake(final_mse, diverged_at=None):
-    return SimpleNamespace(mse=[3.0, final_mse], diverged_at=diverged_at)
+    spec = density.spec("ed", n_steps=10)
+    status = "diverged" if diverged_at is not None else "finished"
+    curves = {"step": [0, 10], "seconds": [0.0, 1.0], "mse": [3.0, final_mse]}
+    return runs.RunRecord(spec, status, curves, {}, 10, 1.0, diverged_at=diverged_at, nonfinite="loss" if diverged_at else None)
 
 
 def test_annotation_and_effective_mse():
     assert ablation.annotation(_fake(0.1234)) == "MSE 0.123"
     assert ablation.effective_mse(_fake(0.1234)) == pytest.approx(0.1234)
     diverged = _fake(3.0, diverged_at=1234)
-    assert ablation.annotation(diverged) == "diverged at step 1,234"
+    assert ablation.annotation(diverged) == "diverged at step 1,234 (loss)"
     assert ablation.effective_mse(diverged) == math.inf
     assert ablation.effective_mse(_fake(float("nan"))) == math.inf
     assert ablation.annotation(_fake(float("inf"))) == "MSE not finite"
@@ -61,41 +63,20 @@ def test_mse_table_orders_rows_and_columns():
         ablation.mse_table(results, rows, [1, 8])
 
 
-def test_run_cells_is_deterministic_and_cached(tmp_path):
-    _, cells = ablation.ablation_grid([1.0], [], [1, 2])
-    kw = dict(batch_size=16, eval_every=2, eval_samples=100, cache_dir=tmp_path, progress=False)
-    first = ablation.run_cells(cells, 0, 4, **kw)
-    again = ablation.run_cells(cells, 0, 4, **kw)
-    for c in cells:
-        assert not first[c].cached and again[c].cached
-        assert first[c].mse == again[c].mse
-        assert first[c].hparams["m_particles"] == c.m
-    # M changes the run
-    assert first[cells[0]].losses != first[cells[1]].losses
+PARAMS = dict(seed=0, dataset="25gaussians", n_steps=4, batch_size=16, lr=1e-3, ema_decay=0.999, eval_every=2, eval_samples=100,
+              t_values=[1.0], w_values=[], m_values=[1, 2], w_for_t=1.0, t_for_w=1.0)
 
 
-def test_run_cells_with_workers_matches_one_process(tmp_path):
-    _, cells = ablation.ablation_grid([1.0], [], [3])  # one cell: one worker process to spawn
-    kw = dict(batch_size=16, eval_every=2, eval_samples=100, progress=False)
-    serial = ablation.run_cells(cells, 1, 3, cache_dir=None, **kw)
-    parallel = ablation.run_cells(cells, 1, 3, workers=2, cache_dir=tmp_path, **kw)
-    for c in cells:
-        assert parallel[c].cached  # trained by a worker, loaded here
-        assert serial[c].mse == parallel[c].mse
-        for a, b in zip(serial[c].ema_model.parameters(), parallel[c].ema_model.parameters()):
-            assert torch.equal(a, b)
-
-
-def test_run_cells_rejects_bad_input(tmp_path):
-    _, cells = ablation.ablation_grid([1.0], [], [1])
-    with pytest.raises(ValueError):
-        ablation.run_cells([], 0, 2)
-    with pytest.raises(ValueError):
-        ablation.run_cells(cells + cells, 0, 2)
-    with pytest.raises(ValueError):
-        ablation.run_cells(cells, 0, 2, workers=2, cache_dir=None)
-    with pytest.raises(ValueError):
-        ablation.run_cells(cells, 0, 2, workers=0, cache_dir=tmp_path)
+def test_page_specs_are_one_ed_run_per_cell(tmp_path):
+    rows, cells = ablation.page_cells(PARAMS)
+    specs = ablation.page_specs(PARAMS)
+    assert len(specs) == len(cells) == 2 and [s.hparams["m_particles"] for s in specs] == [1, 2]
+    assert all(s.method == "ed" and s.chapter == "density_ablations" and s.budget == 4 for s in specs)
+    first = runs.fetch_all(specs, root=tmp_path, progress=False)
+    again = runs.fetch_all(specs, root=tmp_path, progress=False)
+    assert not any(r.cached for r in first) and all(r.cached for r in again)
+    assert all(a.same_result(b) for a, b in zip(first, again))
+    assert first[0].losses != first[1].losses  # M changes the run
 
 
 def test_energy_range_and_cell_density():
@@ -106,7 +87,6 @@ def test_energy_range_and_cell_density():
     assert ablation.energy_range(quad, (-3, 3), 60) == pytest.approx(corner**2 - (h / 2) ** 2, rel=1e-5)
     assert ablation.energy_range(lambda x: quad(x) + 100.0, (-3, 3), 60) == pytest.approx(ablation.energy_range(quad, (-3, 3), 60))
     assert ablation.energy_range(lambda x: quad(x) * float("nan"), (-3, 3), 10) == math.inf
-    good = SimpleNamespace(energy=quad)
-    p = ablation.cell_density(good, n=20)
+    p = ablation.cell_density(_fake(0.1), n=20, energy=quad)
     assert p.shape == (20, 20) and p.sum() == pytest.approx(1.0, abs=1e-6)
-    assert ablation.cell_density(SimpleNamespace(energy=lambda x: quad(x) * float("nan")), n=20) is None
+    assert ablation.cell_density(_fake(0.1), n=20, energy=lambda x: quad(x) * float("nan")) is None

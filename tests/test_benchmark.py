@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import benchmark
+from edrepro import benchmark, density, runs
 
 
 
 
-TINY = dict(n_steps=20, eval_every=10, eval_samples=300, nll_grid=40, progress=False)
-
-
-def _params(model):
-    return [p.detach().clone() for p in model.state_dict().values()]
-
-
-def _same(a, b):
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+TINY = dict(n_steps=20, eval_every=10, eval_samples=300, grid=40)
+PARAMS = dict(seed=1, n_steps=20, batch_size=32, lr=1e-3, ema_decay=0.99, eval_every=10, eval_samples=300, nll_grid=40)
 
 
 def test_constants():
@@ -27,23 +20,27 @@ def test_constants():
     assert set(benchmark.METHODS) == {"ed", "sm", "ssm", "dsm", "cd", "pcd", "nce"}
 
 
-@pytest.mark.parametrize("dataset,has_mse", [("25gaussians", True), ("checkerboard", True), ("moons", False)])
-def test_run_records_nll_everywhere_and_mse_where_exact(dataset, has_mse):
-    r = benchmark.run("ed", dataset, seed=1, cache_dir=None, **TINY)
-    assert r.steps == [0, 10, 20]
-    assert len(r.nll) == 3 and all(math.isfinite(v) for v in r.nll)
-    assert (r.mse is not None) == has_mse
-    if has_mse:
-        assert len(r.mse) == 3 and all(math.isfinite(v) and v >= 0 for v in r.mse)
-    assert r.seconds[0] == 0.0 and r.seconds == sorted(r.seconds)
-    assert r.diverged_at is None and not r.cached and r.resumed_from == 0
+def test_page_specs_cover_every_pair_with_nll_everywhere_and_mse_where_exact():
+    specs = benchmark.page_specs({**PARAMS, "methods": ["ed", "nce"], "datasets": ["25gaussians", "checkerboard", "moons"]})
+    assert [(s.method, s.dataset) for s in specs] == [(m, d) for d in ["25gaussians", "checkerboard", "moons"] for m in ["ed", "nce"]]
+    exact = ["nll", "mse", "mse_grid"]
+    assert {s.dataset: s.settings["metrics"] for s in specs} == {"25gaussians": exact, "checkerboard": exact, "moons": ["nll"]}
+    assert all(s.kind == "density" and s.chapter == "density_benchmark" and s.settings["ema_decay"] == 0.99 for s in specs)
 
 
-def test_evaluation_is_the_same_for_every_method():
+@pytest.mark.parametrize("dataset", ["25gaussians", "moons"])
+def test_run_records_its_metrics(dataset, tmp_path):
+    r = density.run("ed", dataset, seed=1, metrics=benchmark.run_metrics(dataset), root=tmp_path, progress=False, **TINY)
+    assert r.step_curve == [0, 10, 20] and set(r.curves) == {"step", "seconds", "mass_outside", "edge_mass", *benchmark.run_metrics(dataset)}
+    assert all(math.isfinite(v) for name in benchmark.run_metrics(dataset) for v in r.curve(name))
+    assert r.seconds_curve[0] == 0.0 and r.status == "finished" and not r.cached
+
+
+def test_evaluation_is_the_same_for_every_method(tmp_path):
     # Same seed → same initial network and same held-out points: the step-0 scores coincide.
-    a = benchmark.run("ed", "rings", seed=2, cache_dir=None, **TINY)
-    b = benchmark.run("nce", "rings", seed=2, cache_dir=None, **TINY)
-    assert a.nll[0] == b.nll[0] and a.mse[0] == b.mse[0]
+    a = density.run("ed", "rings", seed=2, metrics=["nll", "mse"], root=tmp_path, progress=False, **TINY)
+    b = density.run("nce", "rings", seed=2, metrics=["nll", "mse"], root=tmp_path, progress=False, **TINY)
+    assert a.curve("nll")[0] == b.curve("nll")[0] and a.curve("mse")[0] == b.curve("mse")[0]
 
 
 def test_grid_nll_of_the_true_density_is_its_entropy():
@@ -51,43 +48,10 @@ def test_grid_nll_of_the_true_density_is_its_entropy():
     from edrepro import toy
 
     data = toy.get("8gaussians")
-    gen = torch.Generator().manual_seed(0)
-    out = benchmark.evaluate(lambda x: -data.log_prob(x), "8gaussians", 4000, 300, gen)
-    gen = torch.Generator().manual_seed(0)
-    x = data.sample(4000, gen)
+    out = density.evaluate(lambda x: -data.log_prob(x), "8gaussians", ["nll", "mse"], 4000, 300, torch.Generator().manual_seed(0))
+    x = data.sample(4000, torch.Generator().manual_seed(0))
     assert out["nll"] == pytest.approx(float(-data.log_prob(x).double().mean()), abs=5e-3)
     assert out["mse"] < 1e-6
-
-
-def test_cache_loads_and_resumes_bitwise(tmp_path, monkeypatch):
-    ref = benchmark.run("pcd", "pinwheel", seed=0, cache_dir=None, **TINY)
-    # A crash after the checkpoint at step 10: the evaluation at step 20 raises.
-    crash_dir = tmp_path / "crash"
-    calls = {"n": 0}
-    real = benchmark.evaluate
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:  # evaluations at steps 0, 10, then 20
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(benchmark, "evaluate", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        benchmark.run("pcd", "pinwheel", seed=0, cache_dir=crash_dir, checkpoint_every=10, **TINY)
-    monkeypatch.setattr(benchmark, "evaluate", real)
-    resumed = benchmark.run("pcd", "pinwheel", seed=0, cache_dir=crash_dir, checkpoint_every=10, **TINY)
-    assert resumed.resumed_from == 10 and not resumed.cached
-    assert resumed.nll == ref.nll and resumed.losses == ref.losses
-    assert _same(_params(resumed.ema_model), _params(ref.ema_model))
-    loaded = benchmark.run("pcd", "pinwheel", seed=0, cache_dir=crash_dir, checkpoint_every=10, **TINY)
-    assert loaded.cached and loaded.nll == ref.nll and loaded.timing == resumed.timing
-    assert loaded.timing["threads"] == 1
-    # Another configuration has another key; fresh=True retrains.
-    other = benchmark.run("pcd", "pinwheel", seed=0, cache_dir=crash_dir, lr=2e-3, **TINY)
-    assert other.path != loaded.path and not other.cached
-    again = benchmark.run("pcd", "pinwheel", seed=0, cache_dir=crash_dir, fresh=True, checkpoint_every=10, **TINY)
-    assert not again.cached and again.nll == ref.nll
 
 
 def test_ranks_with_ties_and_nonfinite():
@@ -121,15 +85,15 @@ def test_leaderboard_markdown_bolds_the_best_per_column():
     assert benchmark.leaderboard_markdown(scores, sort=True).splitlines()[2].startswith("| sm |")
 
 
-def test_mean_curve_and_score_table():
-    def fake(method, dataset, nll, seconds, mse=None):
-        return benchmark.BenchmarkRun(
-            method, dataset, 0, 20, [0, 10, 20], seconds, nll, mse, [], torch.nn.Linear(2, 1),
-            1.0, seconds[-1], None, 0, True,
-        )
+def _fake(method, dataset, nll, seconds, mse=None):
+    curves = {"step": [0, 10, 20], "seconds": seconds, "nll": nll, **({"mse": mse} if mse else {})}
+    spec = density.spec(method, dataset, metrics=["nll", "mse"] if mse else ["nll"])
+    return runs.RunRecord(spec, "finished", curves, {}, 20, seconds[-1])
 
-    a = fake("ed", "s1", [4.0, 3.0, 2.0], [0.0, 1.0, 2.0], [1.0, 0.5, 0.1])
-    b = fake("ed", "s2", [6.0, 5.0, 4.0], [0.0, 3.0, 4.0])
+
+def test_mean_curve_and_score_table():
+    a = _fake("ed", "25gaussians", [4.0, 3.0, 2.0], [0.0, 1.0, 2.0], [1.0, 0.5, 0.1])
+    b = _fake("ed", "moons", [6.0, 5.0, 4.0], [0.0, 3.0, 4.0])
     s, v = benchmark.mean_curve([a, b])
     np.testing.assert_allclose(s, [0.0, 2.0, 3.0])
     np.testing.assert_allclose(v, [5.0, 4.0, 3.0])
@@ -138,27 +102,6 @@ def test_mean_curve_and_score_table():
     table = benchmark.score_table({("ed", "s1"): [a], ("ed", "s2"): [b]})
     assert table == {"ed": {"s1": 2.0, "s2": 4.0}}
     assert benchmark.score_table({("ed", "s1"): [a], ("ed", "s2"): [b]}, metric="mse") == {"ed": {"s1": 0.1}}
-
-
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        (dict(method="xx"), "method"),
-        (dict(dataset="nope"), "dataset"),
-        (dict(dataset=3), "dataset"),
-        (dict(n_steps=0), "n_steps"),
-        (dict(eval_every=0), "eval_every"),
-        (dict(nll_grid=1), "nll_grid"),
-        (dict(ema_decay=1.5), "ema_decay"),
-        (dict(hparams={"bogus": 1}), "bogus"),
-        (dict(seed=-1), "seed"),
-    ],
-)
-def test_bad_run_arguments(kwargs, match):
-    args = dict(method="ed", dataset="moons", cache_dir=None, **TINY)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
-        benchmark.run(**args)
 
 
 @pytest.mark.parametrize(

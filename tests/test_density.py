@@ -1,5 +1,6 @@
 """edrepro.density: runs are deterministic, cached and resumable; the summary helpers are exact."""
 
+import functools
 import math
 
 import pytest
@@ -12,8 +13,15 @@ from edrepro import density, losses, nets, samplers, toy
 TINY = dict(n_steps=30, eval_every=10, eval_samples=500, progress=False)
 
 
+@pytest.fixture
+def run(tmp_path):
+    """density.run with a private cache folder."""
+    return functools.partial(density.run, root=tmp_path)
+
+
 def _params(model):
-    return [p.detach().clone() for p in model.state_dict().values()]
+    state = model if isinstance(model, dict) else model.state_dict()
+    return [p.detach().clone() for p in state.values()]
 
 
 def _same(a, b):
@@ -21,21 +29,21 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("method", list(density.METHODS))
-def test_every_method_trains_and_is_deterministic(method):
-    a = density.run(method, seed=3, cache_dir=None, **TINY)
-    b = density.run(method, seed=3, cache_dir=None, **TINY)
-    assert a.steps == [0, 10, 20, 30]
-    assert len(a.seconds) == len(a.mse) == 4 and all(math.isfinite(v) for v in a.mse)
-    assert a.seconds[0] == 0.0 and a.seconds == sorted(a.seconds)
-    assert len(a.losses) == 30 and a.diverged_at is None and not a.cached
-    assert a.mse == b.mse == a.values and a.final == a.final_mse == a.values[-1] and a.losses == b.losses
-    assert _same(_params(a.ema_model), _params(b.ema_model))
-    assert isinstance(a.energy(torch.zeros(4, 2)), torch.Tensor)
+def test_every_method_trains_and_is_deterministic(method, tmp_path):
+    a = density.run(method, seed=3, root=tmp_path / "a", **TINY)
+    b = density.run(method, seed=3, root=tmp_path / "b", **TINY)
+    assert a.step_curve == [0, 10, 20, 30]
+    assert len(a.seconds_curve) == len(a.curve("mse")) == 4 and all(math.isfinite(v) for v in a.curve("mse"))
+    assert a.seconds_curve[0] == 0.0 and a.seconds_curve == sorted(a.seconds_curve)
+    assert len(a.losses) == 30 and a.status == "finished" and not a.cached
+    assert a.curve("mse") == b.curve("mse") and a.final("mse") == a.curve("mse")[-1] and a.losses == b.losses
+    assert _same(_params(density.energy(a)), _params(density.energy(b))) and a.same_result(b)
+    assert isinstance(density.energy(a)(torch.zeros(4, 2)), torch.Tensor)
 
 
-def test_seed_changes_the_run_and_init_is_shared_across_methods():
-    a = density.run("ed", seed=0, cache_dir=None, **TINY)
-    b = density.run("ed", seed=1, cache_dir=None, **TINY)
+def test_seed_changes_the_run_and_init_is_shared_across_methods(run):
+    a = run("ed", seed=0, **TINY)
+    b = run("ed", seed=1, **TINY)
     assert a.losses != b.losses
     # Same seed → same initial network for every method; global RNG untouched.
     state = torch.get_rng_state()
@@ -45,33 +53,33 @@ def test_seed_changes_the_run_and_init_is_shared_across_methods():
     assert not _same(_params(m_ed), _params(density.make_model("ed", 6)))
 
 
-def test_evaluation_does_not_touch_the_training_randomness():
-    a = density.run("cd", seed=2, cache_dir=None, **{**TINY, "eval_every": 5})
-    b = density.run("cd", seed=2, cache_dir=None, **{**TINY, "eval_every": 15})
-    assert a.losses == b.losses and _same(_params(a.model), _params(b.model))
+def test_evaluation_does_not_touch_the_training_randomness(run):
+    a = run("cd", seed=2, **{**TINY, "eval_every": 5})
+    b = run("cd", seed=2, **{**TINY, "eval_every": 15})
+    assert a.losses == b.losses and _same(_params(a.state()["model"]), _params(b.state()["model"]))
     # the same (seed, step) evaluates on the same points: equal MSE at the shared steps
-    assert a.mse[a.steps.index(15)] == b.mse[b.steps.index(15)]
+    assert a.curve("mse")[a.step_curve.index(15)] == b.curve("mse")[b.step_curve.index(15)]
 
 
-def test_finished_run_is_loaded_from_the_cache(tmp_path):
-    a = density.run("ed", seed=0, cache_dir=tmp_path, **TINY)
-    assert not a.cached and a.path is not None and a.path.exists()
-    assert a.path.parent == tmp_path / "25gaussians" and a.path.name.startswith("ed-")
-    b = density.run("ed", seed=0, cache_dir=tmp_path, **TINY)
-    assert set(a.timing) == {"threads", "device", "load_start", "load_end", "date"}
-    assert b.cached and b.resumed_from == 30 and b.timing == a.timing
-    assert b.mse == a.mse and b.seconds == a.seconds and b.steps_per_second == a.steps_per_second
-    assert _same(_params(a.ema_model), _params(b.ema_model))
-    fresh = density.run("ed", seed=0, cache_dir=tmp_path, fresh=True, **TINY)
-    assert not fresh.cached and fresh.mse == a.mse and fresh.path == a.path
+def test_finished_run_is_loaded_from_the_cache(tmp_path, run):
+    a = run("ed", seed=0, **TINY)
+    assert not a.cached and a.folder is not None and (a.folder / "record.json").exists()
+    assert a.folder.parent == tmp_path / "density" and a.folder.name.startswith("ed-25gaussians-seed0-")
+    assert not (a.folder / "checkpoint.pt").exists()  # a finished run keeps its record and weights only
+    b = run("ed", seed=0, **TINY)
+    assert {"threads", "device", "load_start", "load_end", "date", "cpu", "torch"} <= set(a.conditions)
+    assert b.cached and b.conditions == a.conditions and b.same_result(a)
+    assert b.seconds_curve == a.seconds_curve and b.steps_per_second == a.steps_per_second
+    fresh = run("ed", seed=0, fresh=True, **TINY)
+    assert not fresh.cached and fresh.same_result(a) and fresh.folder == a.folder
     # any change of the configuration is a different run
-    c = density.run("ed", seed=0, cache_dir=tmp_path, hparams={"w": 0.5}, **TINY)
-    assert not c.cached and c.path != a.path
+    c = run("ed", seed=0, hparams={"w": 0.5}, **TINY)
+    assert not c.cached and c.folder != a.folder
 
 
 @pytest.mark.parametrize("method", ["ed", "pcd"])
 def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch, method):
-    reference = density.run(method, seed=1, cache_dir=None, **TINY)
+    reference = density.run(method, seed=1, root=tmp_path / "ref", **TINY)
     real = density.metrics.mse_log_density
     calls = []
 
@@ -83,13 +91,36 @@ def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch, method):
 
     monkeypatch.setattr(density.metrics, "mse_log_density", crash_at_step_30)
     with pytest.raises(KeyboardInterrupt):
-        density.run(method, seed=1, cache_dir=tmp_path, checkpoint_every=20, **TINY)
+        density.run(method, seed=1, root=tmp_path, checkpoint_every=20, **TINY)
+    spec = density.spec(method, seed=1, checkpoint_every=20, **{k: v for k, v in TINY.items() if k != "progress"})
+    assert density.runs.done(spec, tmp_path) is None  # recorded as interrupted, not done
     monkeypatch.setattr(density.metrics, "mse_log_density", real)
-    resumed = density.run(method, seed=1, cache_dir=tmp_path, checkpoint_every=20, **TINY)
+    resumed = density.run(method, seed=1, root=tmp_path, checkpoint_every=20, **TINY)
     assert resumed.resumed_from == 20 and not resumed.cached
-    assert resumed.mse == reference.mse and resumed.losses == reference.losses
-    assert _same(_params(resumed.model), _params(reference.model))
-    assert _same(_params(resumed.ema_model), _params(reference.ema_model))
+    assert resumed.same_result(reference)
+
+
+def test_a_diverging_run_records_its_step_and_quantity(run, monkeypatch):
+    real = density.make_loss
+
+    def nan_at_step_12(method, dataset=None, **hp):
+        loss = real(method, dataset, **hp)
+        calls = []
+
+        def wrapped(model, x, g):
+            calls.append(1)
+            value = loss(model, x, g)
+            return value * float("nan") if len(calls) == 12 else value
+
+        return wrapped
+
+    monkeypatch.setattr(density, "make_loss", nan_at_step_12)
+    r = run("ed", seed=0, **TINY)
+    assert r.status == "diverged" and r.diverged and r.diverged_at == 12 and r.nonfinite == "loss"
+    assert r.outcome_text() == "diverged at step 12 (loss)" and len(r.losses) == 12
+    assert r.step_curve == [0, 10]  # evaluations stop with the run
+    again = run("ed", seed=0, **TINY)
+    assert again.cached and again.diverged_at == 12  # a diverged run is a result, not retrained
 
 
 def test_make_loss_is_the_core_loss():
@@ -116,6 +147,13 @@ def test_cd_default_is_the_authors_langevin_update():
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def _fake(curve, steps=(0, 10, 20, 30), seconds=None, seed=0):
+    """A RunRecord with a given MSE curve (for the summary helpers)."""
+    seconds = list(seconds or [0.0, 1.0, 2.0, 3.0][: len(steps)])
+    spec = density.spec("ed", seed=seed, n_steps=steps[-1] or 1, eval_every=10)
+    return density.runs.RunRecord(spec, "finished", {"step": list(steps), "seconds": seconds, "mse": list(curve)}, {}, steps[-1], seconds[-1])
+
+
 def test_first_reaching_and_reach():
     steps = [0, 100, 200, 300, 400]
     assert density.first_reaching(steps, [3.0, 0.2, 0.1, 0.5, 0.05], 0.1) == 200
@@ -124,73 +162,69 @@ def test_first_reaching_and_reach():
     assert density.first_reaching(steps, [3.0, float("nan"), 0.2, 0.3, math.inf], 0.1) is None
     assert density.first_reaching(steps, [3.0, 0.2, 0.3, 0.4, 0.5], 0.1, sustained=True) is None
     assert density.first_reaching([], [], 0.1) is None
-    r = density.run("ed", seed=0, cache_dir=None, **TINY)
-    r.values = [5.0, 0.5, 0.08, 0.2]
-    assert density.reach(r, 0.1) == (20, r.seconds[2])
+    r = _fake([5.0, 0.5, 0.08, 0.2])
+    assert density.reach(r, 0.1) == (20, 2.0)
     assert density.reach(r, 0.01) == (None, None)
     assert density.format_reach(None) == "never"
     assert density.format_reach(8000) == "8,000" and density.format_reach(52.26, "s", 1) == "52.3 s"
 
 
 def test_summary_and_table():
-    a = density.run("ed", seed=0, cache_dir=None, **TINY)
-    b = density.run("ed", seed=1, cache_dir=None, **TINY)
-    a.values, b.values = [5.0, 1.0, 0.05, 0.04], [5.0, 1.0, 0.5, 0.3]
+    a = _fake([5.0, 1.0, 0.05, 0.04], seconds=[0.0, 1.0, 2.0, 3.0])
+    b = _fake([5.0, 1.0, 0.5, 0.3], seconds=[0.0, 2.0, 4.0, 6.0], seed=1)
     (row,) = density.summary({"ed": [a, b]}, threshold=0.1)
     assert row["metric"] == "mse" and row["final"] == [0.04, 0.3] and row["final_mean"] == pytest.approx(0.17)
     assert row["final_std"] == pytest.approx(math.sqrt(2) * 0.13)
-    assert row["best"] == 0.04 and row["steps_to_threshold"] == [20, None]
+    assert row["best"] == 0.04 and row["steps_to_threshold"] == [20, None] and row["seeds"] == [0, 1]
     assert row["tail"] == pytest.approx(0.17)  # only step 30 lies in the last 20 % of 30 steps
-
-    assert row["it_per_s"] == pytest.approx((a.steps_per_second + b.steps_per_second) / 2)
+    assert row["it_per_s"] == pytest.approx((10 + 5) / 2) and row["outcome"] == ["finished", "finished"]
     table = density.summary_markdown([row], threshold=0.1)
     assert "Energy discrepancy" in table and "20 / never" in table and "MSE ≤ 0.1" in table
     xs, mean, lo, hi = density.curve_band([a, b])
     assert list(xs) == [0, 10, 20, 30] and mean[2] == pytest.approx(0.275) and lo[3] == 0.04 and hi[3] == 0.3
     xs, *_ = density.curve_band([a, b], x="seconds")
-    assert xs[-1] == pytest.approx((a.seconds[-1] + b.seconds[-1]) / 2)
-    a.steps, a.values = list(range(0, 110, 10)), [9.0] * 8 + [0.2, 5.0, 0.1]
-    assert density.tail_median(a) == 0.2 and density.tail_median(a, 1) == 9.0  # median of steps 80–100, of all
+    assert xs[-1] == pytest.approx(4.5)
+    c = _fake([9.0] * 8 + [0.2, 5.0, 0.1], steps=list(range(0, 110, 10)), seconds=[float(i) for i in range(11)])
+    assert density.tail_median(c) == 0.2 and density.tail_median(c, fraction=1) == 9.0  # median of steps 80–100, of all
 
 
-def test_nll_metric_for_data_without_a_density():
-    r = density.run("ed", dataset="pinwheel", metric="nll", nll_grid=50, cache_dir=None, **TINY)
-    assert r.metric == "nll" and len(r.values) == 4 and all(math.isfinite(v) for v in r.values)
-    with pytest.raises(ValueError, match="not 'mse'"):
-        r.mse
-    (row,) = density.summary({"ed": [r]})
+def test_nll_metric_for_data_without_a_density(run):
+    r = run("ed", dataset="pinwheel", metrics=["nll"], grid=50, **TINY)
+    assert list(r.curves) == ["step", "seconds", "nll", "mass_outside", "edge_mass"] and all(math.isfinite(v) for v in r.curve("nll"))
+    with pytest.raises(ValueError, match="metric must be one of \\['nll', 'mass_outside'"):
+        r.curve("mse")
+    (row,) = density.summary({"ed": [r]}, metric="nll")
     assert "final NLL" in density.summary_markdown([row])
-    m = density.run("ed", seed=0, cache_dir=None, **TINY)
-    with pytest.raises(ValueError, match="mixes metrics"):
-        density.summary({"ed": [r, m]})
 
 
-def test_bad_input_is_named():
+def test_bad_input_is_named(run):
     with pytest.raises(ValueError, match="method must be one of"):
-        density.run("mle", cache_dir=None, **TINY)
+        density.spec("mle")
     with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['M'\]"):
-        density.run("ed", hparams={"M": 4}, cache_dir=None, **TINY)
+        density.spec("ed", hparams={"M": 4})
     with pytest.raises(ValueError, match="hparams\\['t'\\] must be a number"):
         density.method_hparams("ed", {"t": "1"})
     with pytest.raises(ValueError, match="t must be a finite number > 0"):
-        density.make_loss("ed", t=-1.0)
-    with pytest.raises(ValueError, match="no analytic log-density.*metric='nll'"):
-        density.run("ed", dataset="pinwheel", cache_dir=None, **TINY)
-    with pytest.raises(ValueError, match="name must be one of"):
-        density.run("ed", dataset="nine_gaussians", cache_dir=None, **TINY)
+        density.make_loss("ed", t=-1.0)(nets.toy_energy_net(), torch.zeros(4, 2), None)
+    with pytest.raises(ValueError, match="no analytic log-density.*metric 'nll'"):
+        density.spec("ed", dataset="pinwheel")
+    with pytest.raises(ValueError, match="dataset must be the name of a 2-D data set"):
+        density.spec("ed", dataset="nine_gaussians")
     with pytest.raises(ValueError, match="seed must be an integer"):
-        density.run("ed", seed=-1, cache_dir=None, **TINY)
+        density.spec("ed", seed=-1)
     with pytest.raises(ValueError, match="eval_every must be an integer"):
-        density.run("ed", cache_dir=None, **{**TINY, "eval_every": 0})
+        density.spec("ed", eval_every=0)
     with pytest.raises(ValueError, match="'nce' needs the dataset"):
         density.make_loss("nce")
-    with pytest.raises(ValueError, match="PersistentChains"):
+    with pytest.raises(ValueError, match="persistent chains"):
         density.make_loss("pcd")(nets.toy_energy_net(), torch.zeros(4, 2), None)
     with pytest.raises(ValueError, match="same length"):
         density.first_reaching([0, 1], [1.0], 0.1)
     with pytest.raises(ValueError, match="threshold must be a number"):
         density.first_reaching([0], [1.0], float("nan"))
     with pytest.raises(ValueError, match="metric must be one of"):
-        density.run("ed", metric="kl", cache_dir=None, **TINY)
-    with pytest.raises(ValueError, match="at least one RunResult"):
+        density.spec("ed", metrics=["kl"])
+    with pytest.raises(ValueError, match="at least one RunRecord"):
         density.curve_band([])
+    with pytest.raises(ValueError, match="record must be the RunRecord of a 2-D density run"):
+        density.energy("not a record")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import discrete, losses, nets, samplers
+from edrepro import discrete, losses, nets, samplers, runs
 
 # ------------------------------------------------------------------ helpers
 
@@ -307,41 +307,50 @@ def test_sample_ising_starts_and_mixing_summary():
 
 
 @pytest.mark.parametrize("method", ["ed", "pcd"])
-def test_train_ising_learns_and_is_deterministic(method, tmp_path):
-    truth = discrete.ising_coupling(3, 0.2)
-    g = torch.Generator().manual_seed(0)
-    data = discrete.sample_ising(truth, 400, 50, generator=g).binary
-    kw = dict(lr=0.02, batch_size=100, eval_every=50, progress=False, n_chains=64, m_particles=8)
-    run = discrete.train_ising(method, data, truth, 150, cache_dir=tmp_path, **kw)
-    nlr = run.metrics["neg_log_rmse"]
-    assert run.steps == [0, 50, 100, 150] and nlr[-1] > nlr[0] + 0.3  # better than J = 0
-    assert isinstance(run.model, nets.IsingModel) and not run.cached
-    again = discrete.train_ising(method, data, truth, 150, cache_dir=tmp_path, **kw)
-    assert again.cached and again.metrics == run.metrics
-    fresh = discrete.train_ising(method, data, truth, 150, cache_dir=None, **kw)
-    assert fresh.metrics == run.metrics
-    assert (run.chains is not None) == (method == "pcd")
+def test_ising_run_learns_and_is_deterministic(method, tmp_path):
+    kw = dict(n_samples=400, burn_in=50, lr=0.02, batch_size=100, eval_every=50, n_chains=64, m_particles=8)
+    spec = discrete.ising_spec(method, 3, 0.2, 150, **kw)
+    run = runs.fetch(spec, root=tmp_path / "a", progress=False)
+    nlr = run.curve("neg_log_rmse")
+    assert run.step_curve == [0, 50, 100, 150] and nlr[-1] > nlr[0] + 0.3  # better than J = 0
+    assert isinstance(discrete.ising_model(run), nets.IsingModel) and not run.cached
+    assert discrete.neg_log_rmse(discrete.ising_model(run).coupling, discrete.ising_coupling(3, 0.2)) == nlr[-1]
+    again = runs.fetch(spec, root=tmp_path / "a", progress=False)
+    assert again.cached and again.curves == run.curves
+    fresh = runs.fetch(spec, root=tmp_path / "b", progress=False)
+    assert fresh.same_result(run)
+    assert ("chains" in str(list(run.state()["model"]))) == (method == "pcd")
     with pytest.raises(ValueError, match="method"):
-        discrete.train_ising("cd", data, truth, 10)
-    with pytest.raises(ValueError, match="true_coupling"):
-        discrete.train_ising(method, data, torch.zeros(4, 4), 10)
+        discrete.ising_spec("cd", 3, 0.2, 10)
+    with pytest.raises(ValueError, match="eps"):
+        discrete.ising_spec(method, 3, 0.2, 10, eps=1.5)
+
+
+def test_ising_data_depend_on_seed_and_sigma_only():
+    a = discrete.ising_data(3, 0.2, 50, 20, 0)
+    assert torch.equal(a.spins, discrete.ising_data.__wrapped__(3, 0.2, 50, 20, 0).spins)  # recomputed: the same
+    assert not torch.equal(a.spins, discrete.ising_data(3, 0.2, 50, 20, 1).spins)
+    assert not torch.equal(a.spins, discrete.ising_data(3, 0.3, 50, 20, 0).spins)
 
 
 @pytest.mark.parametrize("method", ["cd", "pcd", "ed"])
-def test_train_rbm_improves_on_tiny_binary_data(method):
+def test_rbm_run_improves_on_tiny_binary_data(method, tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     # two prototypes with 5 % pixel noise: an RBM with 2 hidden units fits them much better than the mean
     protos = torch.tensor([[1.0] * 6 + [0.0] * 6, [0.0] * 6 + [1.0] * 6])
     x = protos[torch.randint(0, 2, (600,), generator=g)]
     x = (x - (torch.rand(x.shape, generator=g) < 0.05).float()).abs()
-    run = discrete.train_rbm(method, x[:500], x[500:], 2, 300, lr=0.05, batch_size=50, eps=0.1, m_particles=8,
-                             n_chains=50, init_std=0.1, eval_every=100, eval_train=200, progress=False)
-    nll = run.metrics["test_nll"]
+    monkeypatch.setattr(discrete, "mnist_binary", lambda split, threshold=0.5: x[:500] if split == "train" else x[500:])
+    spec = discrete.rbm_spec(method, 2, 300, lr=0.05, batch_size=50, eps=0.1, m_particles=8, n_chains=50, init_std=0.1,
+                             eval_every=100, eval_train=200)
+    run = runs.fetch(spec, root=tmp_path, progress=False)
+    nll = run.curve("test_nll")
     baseline = discrete.bernoulli_nll(x[:500].mean(0), x[500:])
     assert nll[0] == pytest.approx(baseline, abs=0.5)
     assert nll[-1] < baseline - 1.0
+    assert discrete.rbm_nll(discrete.rbm_model(run), x[500:]) == pytest.approx(nll[-1], rel=1e-6)
     with pytest.raises(ValueError, match="n_hidden"):
-        discrete.train_rbm(method, x, x, 27, 10)
+        discrete.rbm_spec(method, 27, 10)
 
 
 def test_bernoulli_ed_of_an_rbm_runs_on_the_free_energy():

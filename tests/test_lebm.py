@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edrepro import lebm, losses
+from edrepro import lebm, losses, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,12 +105,16 @@ def test_prior_losses():
     assert all(p.grad is not None for p in prior.parameters())
 
 
-def test_config_validation_and_hash():
+def test_config_validation_and_run_spec():
     base = lebm.LEBMConfig()
-    assert base.key() == lebm.LEBMConfig().key() and len(base.key()) == 12
-    assert base.replace(ngf=64).key() != base.key()
-    assert base.replace(prior_loss="cd").key() != base.key()
-    assert lebm.run_folder(base, "R") == Path("R") / "edlebm_mnist" / base.key()
+    spec = lebm.spec(base)
+    assert spec.kind == "lebm" and spec.method == "ed" and spec.budget == 30 and spec.key == lebm.spec(lebm.LEBMConfig()).key
+    assert lebm.config_of(spec) == base
+    assert lebm.spec(base.replace(ngf=64)).key != spec.key
+    assert lebm.spec(base.replace(prior_loss="cd")).key != spec.key
+    # an ED run does not depend on the CD baseline's settings, and the other way round
+    assert lebm.spec(base.replace(cd_steps=5)).key == spec.key
+    assert lebm.spec(base.replace(prior_loss="cd", ed_m=3)).key == lebm.spec(base.replace(prior_loss="cd")).key
     for bad in (dict(prior_loss="sm"), dict(ngf=0), dict(ed_t=-1.0), dict(ema_decay=1.5), dict(n_train=0), dict(seed=-1)):
         with pytest.raises(ValueError):
             lebm.LEBMConfig(**bad)
@@ -126,21 +130,27 @@ def test_chapter_parameters_map_to_configs(root):
     assert lebm.config_from_params(paper, "ed") == lebm.LEBMConfig(seed=paper.get("seed", 0))
 
 
+def _model(outcome, config):
+    m = outcome.models
+    return lebm.LEBM(config, m["generator"], m["prior"], m["ema_prior"])
+
+
 def test_training_is_deterministic_and_shapes_are_right():
     cfg = lebm.LEBMConfig(**TINY)
     x = tiny_images()
     a = lebm.train(cfg, x, progress=False)
     b = lebm.train(cfg, x, progress=False)
-    assert len(a.history["loss_g"]) == 3 * 5 and len(a.history["epoch_seconds"]) == 3 and a.steps == 15
-    assert a.history == {**b.history, "epoch_seconds": a.history["epoch_seconds"]}
-    for p, q in zip(params(a.generator) + params(a.ema_prior), params(b.generator) + params(b.ema_prior)):
+    assert len(a.series["loss_g"]) == 3 * 5 and len(a.info["epoch_seconds"]) == 3 and a.steps == 15
+    assert a.series == b.series and a.curves["step"] == [5, 10, 15] and a.diverged_at is None
+    for p, q in zip(params(a.models["generator"]) + params(a.models["ema_prior"]), params(b.models["generator"]) + params(b.models["ema_prior"])):
         assert torch.equal(p, q)
     cd = lebm.train(cfg.replace(prior_loss="cd", epochs=1), x, progress=False)
-    assert all(math.isfinite(v) for v in cd.history["loss_e"])
+    assert all(math.isfinite(v) for v in cd.series["loss_e"])
     g = torch.Generator().manual_seed(0)
-    assert lebm.generate(a, 6, n_steps=3, rng=g).shape == (6, 1, 28, 28)
-    assert lebm.generate(a, 6, rng=g, prior="gaussian").shape == (6, 1, 28, 28)
-    rec = lebm.reconstruct(a, x[:7], rng=g, batch_size=4)
+    model = _model(a, cfg)
+    assert lebm.generate(model, 6, n_steps=3, rng=g).shape == (6, 1, 28, 28)
+    assert lebm.generate(model, 6, rng=g, prior="gaussian").shape == (6, 1, 28, 28)
+    rec = lebm.reconstruct(model, x[:7], rng=g, batch_size=4)
     assert rec.shape == (7, 1, 28, 28) and rec.abs().max() <= 1
     with pytest.raises(ValueError, match="images must be"):
         lebm.train(cfg, x[:, 0], progress=False)
@@ -153,39 +163,36 @@ class Stop(Exception):
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     cfg = lebm.LEBMConfig(**TINY)
     x = tiny_images()
-    full = lebm.train(cfg, x, run_dir=tmp_path / "full", progress=False)
+    full = lebm.train(cfg, x, tmp_path / "full.pt", progress=False)
 
     def stop_mid_epoch_two(epoch, step, losses):
         if epoch == 1 and step == 7:  # iteration 2 of epoch 2 (5 iterations per epoch)
             raise Stop
 
+    cut = tmp_path / "cut.pt"
     with pytest.raises(Stop):
-        lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False, callback=stop_mid_epoch_two)
-    ckpt = torch.load(tmp_path / "cut" / lebm.CHECKPOINT, weights_only=False)
+        lebm.train(cfg, x, cut, progress=False, callback=stop_mid_epoch_two)
+    ckpt = torch.load(cut, weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 5  # the interrupted epoch is lost, nothing else
-    assert not list((tmp_path / "cut").glob("*.tmp"))
-    resumed = lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False)
-    assert resumed.resumed_from == 1 and resumed.steps == full.steps
-    assert resumed.history["loss_g"] == full.history["loss_g"] and resumed.history["loss_e"] == full.history["loss_e"]
-    for p, q in zip(params(resumed.generator) + params(resumed.prior) + params(resumed.ema_prior),
-                    params(full.generator) + params(full.prior) + params(full.ema_prior)):
-        assert torch.equal(p, q)
-    again = lebm.train(cfg, x, run_dir=tmp_path / "cut", progress=False)  # finished: returns at once
+    assert not list(tmp_path.glob("*.tmp"))
+    resumed = lebm.train(cfg, x, cut, progress=False)
+    assert resumed.resumed_from == 1 and resumed.steps == full.steps and resumed.series == full.series
+    for name in ("generator", "prior", "ema_prior"):
+        for p, q in zip(params(resumed.models[name]), params(full.models[name])):
+            assert torch.equal(p, q)
+    again = lebm.train(cfg, x, cut, progress=False)  # finished: returns at once
     assert again.resumed_from == 3 and again.steps == full.steps
-    loaded = lebm.load(cfg, tmp_path / "cut")
-    for p, q in zip(params(loaded.ema_prior), params(full.ema_prior)):
-        assert torch.equal(p, q)
     with pytest.raises(ValueError, match="other settings"):
-        lebm.train(cfg.replace(epochs=4), x, run_dir=tmp_path / "cut", progress=False)
+        lebm.train(cfg.replace(epochs=4), x, cut, progress=False)
 
 
-def test_nonfinite_loss_names_the_iteration(monkeypatch):
+def test_nonfinite_loss_stops_the_run_and_names_the_step(monkeypatch):
     def bad_loss(generator, z, x):
         return (generator(z) - x).sum() * float("nan")
 
     monkeypatch.setattr(lebm, "generator_loss", bad_loss)
-    with pytest.raises(FloatingPointError, match="epoch 1, iteration 1"):
-        lebm.train(lebm.LEBMConfig(**TINY), tiny_images(), progress=False)
+    out = lebm.train(lebm.LEBMConfig(**TINY), tiny_images(), progress=False)
+    assert out.diverged_at == 1 and out.nonfinite == "loss_g" and out.steps == 1
 
 
 def test_killed_cli_run_resumes(tmp_path):
@@ -200,7 +207,7 @@ def test_killed_cli_run_resumes(tmp_path):
         deadline = time.time() + 120
         found = []
         while not found and time.time() < deadline and proc.poll() is None:
-            found = list((tmp_path / "runs").glob("edlebm_mnist/*/checkpoint.pt"))
+            found = list((tmp_path / "runs").glob("lebm/*/checkpoint.pt"))
             time.sleep(0.01)
         assert found, f"no checkpoint appeared; output: {proc.stdout.read().decode() if proc.poll() is not None else ''}"
         proc.send_signal(signal.SIGKILL)
@@ -220,10 +227,10 @@ def test_killed_cli_run_resumes(tmp_path):
     params_ = {**yaml.safe_load((folder_ / "quick.yaml").read_text()), **yaml.safe_load((folder_ / "smoke.yaml").read_text())}
     params_.update({k: yaml.safe_load(v) for k, v in (o.split("=") for o in overrides)})
     cfg = lebm.config_from_params(params_, "ed")
-    assert lebm.run_folder(cfg, tmp_path / "runs") == folder
-    resumed = lebm.load(cfg, folder)
-    assert resumed.epochs_done == 6
+    assert runs.run_folder(lebm.spec(cfg), tmp_path / "runs") == folder
+    record = runs.done(lebm.spec(cfg), tmp_path / "runs")
+    assert record is not None and record.info["epochs_done"] == 6 and record.resumed_from == epoch_killed
     reference = lebm.train(cfg, data.to_signed_unit(data.mnist("train").images), progress=False)
-    assert resumed.history["loss_g"] == pytest.approx(reference.history["loss_g"], rel=1e-4)
-    for p, q in zip(params(resumed.generator), params(reference.generator)):
+    assert record.series["loss_g"] == pytest.approx(reference.series["loss_g"], rel=1e-4)
+    for p, q in zip(lebm.load(record).generator.parameters(), reference.models["generator"].parameters()):
         assert torch.allclose(p, q, atol=1e-5)

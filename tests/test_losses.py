@@ -389,3 +389,80 @@ def test_module_exports_contract_names():
     for name in ("energy_discrepancy", "bernoulli_energy_discrepancy", "score_matching", "denoising_score_matching",
                  "sliced_score_matching", "contrastive_divergence", "noise_contrastive_estimation", "fit_gaussian_noise"):
         assert callable(getattr(losses, name))
+
+
+# ---------------------------------------------------------------- exact SM: both Hessian-trace paths, and the ED pin
+
+from edrepro.nets import MLP, toy_energy_net  # noqa: E402
+
+
+def per_sample_sm(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """½|∇E|² − tr ∇²E row by row, with the full d × d Hessian of each sample: independent of losses."""
+    e = lambda z: net(z[None]).reshape(())  # noqa: E731
+    jac, hess = torch.autograd.functional.jacobian, torch.autograd.functional.hessian
+    return torch.stack([0.5 * (jac(e, z, create_graph=True) ** 2).sum() - torch.trace(hess(e, z, create_graph=True)) for z in x]).mean()
+
+
+@pytest.mark.parametrize("activation", ["softplus", "silu", "elu", "leaky_relu", "relu"])
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 20])
+def test_exact_sm_equals_per_sample_hessian_trace_on_both_paths(d, activation):
+    torch.manual_seed(d)
+    net = MLP(d, (12, 12), activation=activation).to(D64)
+    x = torch.randn(6, d, generator=gen(d), dtype=D64)
+    ref = per_sample_sm(net, x)
+    fast = score_matching(net, x)  # an nets.MLP: forward Laplacian
+    generic = score_matching(lambda z: net(z), x)  # any callable: d Hessian-vector products
+    assert losses._mlp_layers(net, x) is not None and losses._mlp_layers(lambda z: net(z), x) is None
+    params = list(net.parameters())
+    grads = [torch.autograd.grad(v, params, allow_unused=True, materialize_grads=True) for v in (ref, fast, generic)]
+    for value, g in zip((fast, generic), grads[1:]):
+        assert torch.allclose(value, ref, rtol=1e-10, atol=1e-12)
+        assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(g, grads[0]))
+    if activation != "relu":  # ReLU nets: zero Laplacian and first-layer bias unseen a.e., on every path
+        assert grads[1][0].abs().sum() > 0
+
+
+def test_exact_sm_fast_path_float32_and_edge_networks():
+    torch.manual_seed(0)
+    net = toy_energy_net(2)
+    x = torch.randn(64, 2, generator=gen(0))
+    assert torch.allclose(score_matching(net, x), score_matching(lambda z: net(z), x), rtol=1e-4, atol=1e-5)
+    linear = MLP(3, ()).to(D64)  # no hidden layer: E = wᵀx + b, loss ½|w|²
+    xl = torch.randn(5, 3, generator=gen(1), dtype=D64)
+    assert torch.allclose(score_matching(linear, xl), 0.5 * (linear.net[0].weight ** 2).sum())
+
+    class Shifted(MLP):  # a subclass with its own forward is not its layers: the generic path
+        def forward(self, z):
+            return super().forward(z) + (z**3).sum(1)
+
+    shifted = Shifted(2, (8,)).to(D64)
+    assert losses._mlp_layers(shifted, xl[:, :2]) is None
+    assert torch.allclose(score_matching(shifted, xl[:, :2]), per_sample_sm(shifted, xl[:, :2]), rtol=1e-10)
+    with pytest.raises(ValueError, match="x must have shape"):  # the MLP's own width check still applies
+        score_matching(net, torch.zeros(4, 3))
+
+
+def straightforward_ed(energy, x, t, m, w, generator):
+    """The ED estimator as written in the paper, one batched energy call, draws ξ (n, d) then ξ' (n, M, d)."""
+    n, d = x.shape
+    y = x + math.sqrt(t) * torch.randn((n, d), generator=generator, dtype=x.dtype)
+    neg = y[:, None, :] + math.sqrt(t) * torch.randn((n, m, d), generator=generator, dtype=x.dtype)
+    e = energy(torch.cat([x, neg.reshape(n * m, d)]))
+    logits = e[:n, None] - e[n:].view(n, m)
+    if w > 0:
+        logits = torch.cat([logits, torch.full((n, 1), math.log(w), dtype=x.dtype)], dim=1)
+    return (torch.logsumexp(logits, dim=1) - math.log(m)).mean()
+
+
+@pytest.mark.parametrize("m, w", [(4, 1.0), (1, 0.0), (7, 0.3)])
+def test_ed_is_bitwise_the_straightforward_estimator(m, w):
+    # Cached results of the book depend on ED's exact numbers: pin value and parameter gradients bitwise.
+    torch.manual_seed(0)
+    net = toy_energy_net(2)
+    x = torch.randn(128, 2, generator=gen(0))
+    loss = energy_discrepancy(net, x, t=1.0, m_particles=m, w=w, generator=gen(5))
+    ref = straightforward_ed(net, x, 1.0, m, w, gen(5))
+    assert torch.equal(loss, ref)
+    g_loss = torch.autograd.grad(loss, list(net.parameters()))
+    g_ref = torch.autograd.grad(ref, list(net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(g_loss, g_ref))

@@ -186,3 +186,137 @@ def test_fisher_divergence_leaves_parameter_grads_alone():
 def test_fisher_divergence_needs_a_density():
     with pytest.raises(ValueError, match="dataset"):
         metrics.fisher_divergence(lambda x: (x**2).sum(1), toy.get("pinwheel"), n=10)
+
+
+# --------------------------------------------------------------------------- quadrature over a region
+# holding the model's mass (the box-only NLL and the IS-normalised MSE cannot see mass off the data)
+
+
+def _normal_cdf(z):
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _gaussian_energy(mu, s):
+    mu = torch.as_tensor(mu, dtype=torch.float64)
+    return lambda x: ((x.double() - mu) ** 2).sum(1) / (2 * s * s)
+
+
+def _two_component_log_q(x, far=(10.0, -9.0), s=0.5):
+    # q = ½ N(0, s²I) + ½ N(far, s²I): half the mass far outside [−4, 4]²
+    far = torch.tensor(far, dtype=torch.float64)
+    x = x.double()
+    comps = torch.stack([-(x**2).sum(1), -((x - far) ** 2).sum(1)], dim=1) / (2 * s * s)
+    return torch.logsumexp(comps, dim=1) - math.log(2 * 2 * math.pi * s * s)
+
+
+def test_region_log_normaliser_of_normalised_densities_is_zero():
+    ds = toy.get("25gaussians")
+    q = metrics.region_log_normaliser(lambda x: -ds.log_prob(x))
+    assert abs(q.log_z) < 1e-3
+    assert q.mass_outside_box < 1e-6 and q.mass_in_edge_band < 1e-12
+    assert q.n_points == 200**2 + 128**2 - 32**2  # fine box + coarse region minus the box's coarse cells
+    std = metrics.region_log_normaliser(lambda x: 0.5 * (x**2).sum(1) + math.log(2 * math.pi))
+    assert abs(std.log_z) < 1e-3
+
+
+def test_region_quadrature_and_nll_of_wide_gaussian_match_closed_form():
+    # E = |x − μ|²/(2s²): Z = 2πs², mass in [−4, 4]² = Π_j [Φ((4 − μ_j)/s) − Φ((−4 − μ_j)/s)] ≈ 0.644
+    mu, s = (1.0, -0.5), 3.0
+    energy = _gaussian_energy(mu, s)
+    inside = math.prod(_normal_cdf((4 - m) / s) - _normal_cdf((-4 - m) / s) for m in mu)
+    q = metrics.region_log_normaliser(energy)
+    assert q.log_z == pytest.approx(math.log(2 * math.pi * s * s), abs=1e-3)
+    assert q.mass_outside_box == pytest.approx(1 - inside, abs=5e-4)
+    assert q.mass_in_edge_band < metrics.EDGE_BAND_TOLERANCE
+    x = torch.randn(2000, 2, generator=gen(5), dtype=torch.float64)
+    exact = float(energy(x).mean()) + math.log(2 * math.pi * s * s)  # cross-entropy −(1/B)Σ log q(xᵢ)
+    honest = metrics.region_nll(energy, x)
+    assert honest.nll == pytest.approx(exact, abs=1e-3)
+    assert honest.log_z == q.log_z and honest.mass_outside_box == q.mass_outside_box
+    # the flaw: the box-only NLL is lower, by −log(1 − mass outside)
+    box_only = metrics.grid_nll(energy, x, (-4.0, 4.0), 200)
+    assert box_only < honest.nll - 0.4
+    assert honest.nll - box_only == pytest.approx(-math.log(inside), abs=1e-3)
+
+
+def test_region_nll_of_model_with_a_component_far_outside_the_box():
+    energy = lambda x: -_two_component_log_q(x)
+    x = 0.5 * torch.randn(2000, 2, generator=gen(6), dtype=torch.float64)  # data from the near component
+    r = metrics.region_nll(energy, x, (-4.0, 4.0))
+    assert abs(r.log_z) < 1e-3
+    assert r.mass_outside_box == pytest.approx(0.5, abs=1e-4)
+    assert r.mass_in_edge_band < 1e-12
+    exact = float(-_two_component_log_q(x).mean())
+    assert r.nll == pytest.approx(exact, abs=1e-3)
+    assert metrics.grid_nll(energy, x, (-4.0, 4.0), 200) == pytest.approx(exact - math.log(2), abs=1e-3)
+
+
+def test_region_too_small_shows_in_the_edge_band():
+    energy = _gaussian_energy((0.0, 0.0), 10.0)  # ~1/3 of the mass lies beyond [−16, 16]²
+    q = metrics.region_log_normaliser(energy)
+    assert q.mass_in_edge_band > 100 * metrics.EDGE_BAND_TOLERANCE
+    assert q.log_z < math.log(2 * math.pi * 100.0) - 0.1  # an underestimate
+    big = metrics.region_log_normaliser(energy, region=(-68.0, 68.0), n_region=272)  # box on cells 128…144
+    assert big.mass_in_edge_band < metrics.EDGE_BAND_TOLERANCE
+    assert big.log_z == pytest.approx(math.log(2 * math.pi * 100.0), abs=1e-3)
+
+
+def test_region_mse_of_true_energy_plus_constant_is_zero():
+    ds = toy.get("25gaussians")
+    r = metrics.region_mse_log_density(lambda x: ds.energy(x) + 3.7, ds, n=2000, generator=gen())
+    assert r.mse < 1e-8 and r.log_z == pytest.approx(-3.7, abs=1e-4)
+    gm = GaussianMixture(0.2)  # 1-D, box = its bounds
+    assert metrics.region_mse_log_density(gm.energy, gm, n=1000, generator=gen()).mse < 1e-8
+
+
+def test_region_mse_sees_mass_that_importance_sampling_misses():
+    # q = ½p + ½r with r far from the data: log q − log p ≈ −log 2 on every data point, so the
+    # IS-normalised MSE is ≈ 0 while the quadrature one is (log 2)².
+    ds = toy.get("25gaussians")
+    far = torch.tensor([10.0, -9.0], dtype=torch.float64)
+    r_log = lambda x: -((x.double() - far) ** 2).sum(1) / (2 * 0.25) - math.log(2 * math.pi * 0.25)
+    energy = lambda x: -torch.logaddexp(ds.log_prob(x).double(), r_log(x)) + math.log(2)
+    assert metrics.mse_log_density(energy, ds, n=2000, generator=gen()) < 1e-10
+    r = metrics.region_mse_log_density(energy, ds, n=2000, generator=gen())
+    assert r.mse == pytest.approx(math.log(2) ** 2, abs=1e-3)
+    assert r.mass_outside_box == pytest.approx(0.5, abs=1e-4)
+    # deterministic given the generator's seed
+    assert metrics.region_mse_log_density(energy, ds, n=2000, generator=gen()) == r
+
+
+def test_region_metrics_on_a_network():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Softplus(), nn.Linear(16, 1))
+    ds = toy.get("25gaussians")
+    x = ds.sample(200, gen(7))
+    r = metrics.region_nll(net, x, ds.bounds)
+    assert all(math.isfinite(v) for v in (r.nll, r.log_z)) and 0 <= r.mass_outside_box <= 1
+    assert r.nll >= metrics.grid_nll(net, x, ds.bounds, 200) - 1e-9
+    assert metrics.region_nll(net, x, ds.bounds) == r  # no randomness in the quadrature
+
+
+def test_region_bad_inputs():
+    quad = lambda x: 0.5 * (x**2).sum(1)
+    x = torch.zeros(5, 2)
+    with pytest.raises(ValueError, match="box"):
+        metrics.region_log_normaliser(quad, box=(1.0, -1.0))
+    with pytest.raises(ValueError, match="box"):
+        metrics.region_nll(quad, x, box=(0.0,))
+    with pytest.raises(ValueError, match="region"):
+        metrics.region_log_normaliser(quad, region=(-3.0, 16.0))  # does not contain the box
+    with pytest.raises(ValueError, match="region"):
+        metrics.region_log_normaliser(quad, region=(float("nan"), 1.0))
+    with pytest.raises(ValueError, match="n_box"):
+        metrics.region_nll(quad, x, n_box=0)
+    with pytest.raises(ValueError, match="n_region"):
+        metrics.region_log_normaliser(quad, n_region=0)
+    with pytest.raises(ValueError, match="n_region"):
+        metrics.region_log_normaliser(quad, n_region=100)  # box edges at cells 37.5, 62.5
+    with pytest.raises(ValueError, match="x"):
+        metrics.region_nll(quad, torch.zeros(5))
+    with pytest.raises(ValueError, match="energy"):
+        metrics.region_log_normaliser(3.0)
+    with pytest.raises(ValueError, match="dataset"):
+        metrics.region_mse_log_density(quad, toy.get("moons"))
+    with pytest.raises(ValueError, match="box"):
+        metrics.region_mse_log_density(quad, StdGaussian2D(), n=10)  # no bounds to default to

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import data, mnist_eval
+from edrepro import runs, data, mnist_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_classifier_learns_quickly_and_features_are_deterministic():
     assert ref.fid(x[1000:2000]) < ref.fid(torch.zeros_like(x[:1000]).uniform_(-1, 1))
 
 
-def test_classifier_is_trained_once_and_cached(tmp_path, monkeypatch):
+def test_classifier_run_is_trained_once_and_cached(tmp_path, monkeypatch):
     mnist_or_skip()
     calls = []
 
@@ -102,14 +102,13 @@ def test_classifier_is_trained_once_and_cached(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mnist_eval, "train_classifier", fake_train)
     settings = mnist_eval.ClassifierSettings(epochs=1)
-    model1, info1 = mnist_eval.load_or_train_classifier(tmp_path, settings, progress=False)
-    model2, info2 = mnist_eval.load_or_train_classifier(tmp_path, settings, progress=False)
+    spec = mnist_eval.classifier_spec(settings)
+    first = runs.fetch(spec, root=tmp_path, progress=False)
+    second = runs.fetch(spec, root=tmp_path, progress=False)
     assert calls == [60000]
-    assert not info1.loaded_from_cache and info2.loaded_from_cache
-    assert info1.path == info2.path and info1.path.parent == tmp_path / "mnist_classifier"
-    assert info2.test_accuracy == info1.test_accuracy and info2.train_seconds == 1.5
-    for a, b in zip(model1.state_dict().values(), model2.state_dict().values()):
+    assert not first.cached and second.cached and first.folder == second.folder
+    assert second.info["test_accuracy"] == first.info["test_accuracy"] and second.train_seconds == 1.5
+    for a, b in zip(mnist_eval.load_classifier(first).state_dict().values(), mnist_eval.load_classifier(second).state_dict().values()):
         assert torch.equal(a, b)
-    other = mnist_eval.ClassifierSettings(epochs=2).key()
-    assert other != settings.key()
-    assert "test accuracy" in info2.describe()
+    assert mnist_eval.classifier_spec(mnist_eval.ClassifierSettings(epochs=2)).key != spec.key
+    assert "training images" in settings.describe()

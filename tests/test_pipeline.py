@@ -133,11 +133,52 @@ def test_runs_are_cached_on_source_and_parameters(tmp_path):
     assert executed.metadata["edrepro"]["cache_key"] == pipeline.cache_key(root, "toy", "smoke")
     assert pipeline.execute_notebook(root, "toy", "smoke", progress=False).status == "cached"
     assert pipeline.execute_notebook(root, "toy", "smoke", force=True, progress=False).status == "executed"
+    before = first.output.read_bytes()
     (root / "notebooks" / "params" / "toy" / "smoke.yaml").write_text("value: 3\n")
     with pytest.raises(pipeline.NotebookFailed, match="AssertionError: 3"):
         pipeline.execute_notebook(root, "toy", "smoke", progress=False)
+    assert first.output.read_bytes() == before  # a failed run keeps the previous executed page
     (root / "notebooks" / "params" / "toy" / "smoke.yaml").write_text("value: 2\n")
-    assert pipeline.execute_notebook(root, "toy", "smoke", progress=False).status == "executed"
+    assert pipeline.execute_notebook(root, "toy", "smoke", progress=False).status == "cached"
+    with pytest.raises(pipeline.NotebookFailed):
+        pipeline.execute_notebook(root, "toy", "smoke", force=True, progress=False, overrides={"value": "5"})
+    assert first.output.read_bytes() == before  # so does a failed forced run
+    assert not list(first.output.parent.glob(".work-*")) and not list(first.output.parent.glob("*.tmp"))
+
+
+def test_overrides_are_shown_once_in_the_parameters_cell(tmp_path):
+    root = _toy_repo(tmp_path, "print('ran with', value)")
+    record = pipeline.execute_notebook(root, "toy", "smoke", progress=False, overrides={"value": "7"})
+    nb = jupytext.read(record.output)
+    parameters = [c for c in nb.cells if "parameters" in c.metadata.get("tags", ())]
+    assert len(parameters) == 1 and "value = 7" in parameters[0].source and "seed = 0" in parameters[0].source
+    assert not any("injected-parameters" in c.metadata.get("tags", ()) for c in nb.cells)
+    assert "ran with 7" in str([c.get("outputs") for c in nb.cells if c.cell_type == "code"])
+
+
+def test_concurrent_runs_of_one_notebook_both_succeed(tmp_path):
+    root = _toy_repo(tmp_path, "import time\ntime.sleep(1)\nprint(value)")
+    procs = [subprocess.Popen([sys.executable, "-m", "edrepro", "run", "toy", "--profile", "smoke", "--force"], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert jupytext.read(pipeline.executed_path(root, "toy", "smoke")).metadata["edrepro"]["status"] == "ok"
+
+
+def test_bad_parameters_are_rejected_before_any_work(tmp_path):
+    result = _cli(ROOT, "run", "intro", "--profile", "smoke", "-p", "n_stpes", "5")
+    assert result.returncode != 0 and "'n_stpes' is not a parameter of notebook 'intro'" in result.stderr
+    result = _cli(ROOT, "sweep", "density_estimation", "--profile", "smoke", "-p", "n_seeds", "0")
+    assert result.returncode != 0 and "n_seeds = 0" in result.stderr and "integer >= 1" in result.stderr
+    result = _cli(ROOT, "sweep", "density_benchmark", "--profile", "smoke", "-p", "methods", "[ed, banana]")
+    assert result.returncode != 0 and "methods = ['ed', 'banana']" in result.stderr
+
+
+def test_malformed_parameter_file_names_the_file_and_line(tmp_path):
+    root = _toy_repo(tmp_path, "print(value)")
+    (root / "notebooks" / "params" / "toy" / "smoke.yaml").write_text("value: 2\nseed: [1, 2\n")
+    with pytest.raises(ValueError, match=r"smoke.yaml, line \d+, column \d+: malformed YAML"):
+        pipeline.load_params(root, "toy", "smoke")
 
 
 def test_summary_table_lists_every_notebook():

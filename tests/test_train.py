@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from edrepro import nets
-from edrepro.train import TrainResult, resolve_device, seed_everything, train
+from edrepro.runs import Outcome
+from edrepro.train import resolve_device, seed_everything, train
 
 MU = torch.tensor([1.0, -2.0])
 
@@ -49,7 +50,7 @@ def noisy_loss(model, x, generator):
 def test_recovers_gaussian_mean_with_sampler():
     model = Quadratic()
     res = train(model, sm_quadratic, gaussian_sampler, 300, lr=0.05, generator=torch.Generator().manual_seed(0), progress=False)
-    assert isinstance(res, TrainResult) and len(res.losses) == 300 and res.diverged_at is None
+    assert isinstance(res, Outcome) and len(res.losses) == 300 and res.diverged_at is None
     torch.testing.assert_close(model.mu.detach(), MU, atol=0.15, rtol=0)
     assert res.losses[-1] < res.losses[0]
 
@@ -163,8 +164,8 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     for a, b in zip(res.ema_model.parameters(), ref.ema_model.parameters()):
         assert torch.equal(a, b)
     assert res.losses == ref.losses
-    assert [e["step"] for e in res.evals] == [0, 5, 10, 15, 20, 23]
-    assert [e["e0"] for e in res.evals] == [e["e0"] for e in ref.evals]
+    assert res.curves["step"] == [0, 5, 10, 15, 20, 23]
+    assert res.curves["e0"] == ref.curves["e0"]
 
     # a finished run returns at once without calling the loss
     def never(*args):
@@ -189,15 +190,15 @@ def test_evals_on_ema_model_exclude_eval_time():
 
     res = train(Quadratic(), sm_quadratic, gaussian_sampler, 10, lr=0.05, ema_decay=0.5, eval_every=4,
                 eval_fn=slow_eval, progress=False)
-    assert [e["step"] for e in res.evals] == [0, 4, 8, 10]
+    assert res.curves["step"] == [0, 4, 8, 10]
     assert all(m is res.ema_model for m in seen) and res.ema_model is not res.model
     assert res.seconds < 0.15  # four sleeps of 0.15 s are not training time
-    assert res.evals[0]["seconds"] == 0.0 and res.evals[-1]["seconds"] == res.seconds
-    assert all(a["seconds"] <= b["seconds"] for a, b in zip(res.evals, res.evals[1:]))
-    assert res.evals[-1]["mu0"] == res.ema_model.mu[0].item()
+    assert res.curves["seconds"][0] == 0.0 and res.curves["seconds"][-1] == res.seconds
+    assert all(a <= b for a, b in zip(res.curves["seconds"], res.curves["seconds"][1:]))
+    assert res.curves["mu0"][-1] == res.ema_model.mu[0].item()
     assert res.steps_per_second == pytest.approx(10 / res.seconds)
     only_final = train(Quadratic(), sm_quadratic, gaussian_sampler, 3, eval_fn=slow_eval, progress=False)
-    assert [e["step"] for e in only_final.evals] == [3]
+    assert only_final.curves["step"] == [3]
 
 
 # --------------------------------------------------------------------------- seeding and devices
