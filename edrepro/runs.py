@@ -715,9 +715,14 @@ def _sweep_missing(missing, summary, workers, scheduler, root, progress, echo) -
 
 def _longest_first(specs: list[RunSpec]) -> list[RunSpec]:
     # Dask starts tasks roughly in submission order: the longest first packs the workers better.
+    # A rough cost in "2-D ED iterations": an LEBM epoch or an RBM step with its exact likelihood
+    # weighs far more than one update of the small networks.
+    per_step = {"lebm": 20_000.0, "classifier": 20_000.0, "rbm": 3.0, "ising": 0.5, "density": 1.0}
+
     def cost(s: RunSpec) -> float:
-        m = s.hparams.get("m_particles", 1) if isinstance(s.hparams.get("m_particles"), int) else 1
-        return s.budget * (1 + m)
+        m = s.hparams.get("m_particles", 4)
+        weight = 0.25 * (1 + m) if s.method == "ed" and isinstance(m, int) else 2.0
+        return per_step[s.kind] * s.budget * (weight if s.kind == "density" else 1.0)
 
     return sorted(specs, key=cost, reverse=True)
 

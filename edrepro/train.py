@@ -217,6 +217,35 @@ def _curves(evals: list[dict[str, float]]) -> dict[str, list[float]]:
     return {k: [e[k] for e in evals] for k in names}
 
 
+def _loop(state: _LoopState, n_steps: int, step: Callable, evaluate: Callable, save: Callable,
+          checkpoint_every: int | None, on_nonfinite: str, progress: bool, desc: str) -> None:
+    """Steps ``state.step + 1 … n_steps`` of :func:`train`: time each update, record its loss and gradient
+    norm, stop (or raise) on a non-finite one, evaluate and checkpoint on schedule, announce a long budget."""
+    start, seconds_before = state.step, state.seconds
+    with tqdm(total=n_steps, initial=state.step, desc=desc, disable=not progress, leave=False) as bar:
+        while state.step < n_steps:
+            state.step += 1
+            t0 = time.perf_counter()
+            loss_value, gnorm_value = step(state.step == start + 1)
+            state.seconds += time.perf_counter() - t0
+            state.losses.append(loss_value)
+            state.grad_norms.append(gnorm_value)
+            bad = "loss" if not math.isfinite(loss_value) else "grad_norm" if not math.isfinite(gnorm_value) else None
+            if bad is not None:
+                if on_nonfinite == "raise":
+                    raise FloatingPointError(f"{bad.replace('_', ' ')} became {loss_value if bad == 'loss' else gnorm_value} at step {state.step}")
+                state.diverged_at, state.nonfinite = state.step, bad
+                return
+            bar.update(1)
+            if progress and (state.step % 25 == 0 or state.step == n_steps):
+                bar.set_postfix_str(f"loss={loss_value:.4g}", refresh=False)
+            if state.step == start + 50:
+                announce_estimate(desc, 50, state.seconds - seconds_before, n_steps - start)
+            evaluate()
+            if checkpoint_every is not None and state.step % checkpoint_every == 0 and state.step < n_steps:
+                save()
+
+
 def announce_estimate(desc: str, done: int, seconds: float, total: int, threshold: float = 60.0) -> None:
     """Print (to stderr) the estimated training time of a budget, when it exceeds ``threshold`` seconds:
     a budget that would take hours is announced after its first iterations, not discovered at the end."""
@@ -282,47 +311,29 @@ def train(
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     state = _restore(checkpoint_path, n_steps, model, optimizer, ema, generator)
-    resumed_from, seconds_before = state.step, state.seconds
+    resumed_from = state.step
 
     def evaluate() -> None:
-        metrics = eval_fn(ema.model if ema is not None else model, state.step)  # type: ignore[misc]
-        if not isinstance(metrics, Mapping):
-            raise ValueError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
-        state.evals.append({"step": state.step, "seconds": state.seconds, **{k: float(v) for k, v in metrics.items()}})
+        if eval_fn is not None and (state.step == n_steps or (eval_every is not None and state.step % eval_every == 0)):
+            metrics = eval_fn(ema.model if ema is not None else model, state.step)
+            if not isinstance(metrics, Mapping):
+                raise ValueError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
+            state.evals.append({"step": state.step, "seconds": state.seconds, **{k: float(v) for k, v in metrics.items()}})
 
-    def is_eval_step(step: int) -> bool:
-        return eval_fn is not None and (step == n_steps or (eval_every is not None and step % eval_every == 0))
+    def step(first: bool) -> tuple[float, float]:
+        x = next_batch(generator)
+        if first:
+            _checks.batch("data batch", x, finite=False)
+        return _gradient_step(model, loss_fn, optimizer, ema, params, x, generator, first)
+
+    def save() -> None:
+        _checkpoint(checkpoint_path, state, model, optimizer, ema, generator)
 
     if state.diverged_at is None and state.step < n_steps:
-        if state.step == 0 and is_eval_step(0):
+        if state.step == 0:
             evaluate()
-        with tqdm(total=n_steps, initial=state.step, desc=desc, disable=not progress, leave=False) as bar:
-            while state.step < n_steps:
-                state.step += 1
-                t0 = time.perf_counter()
-                x = next_batch(generator)
-                if state.step == resumed_from + 1:
-                    _checks.batch("data batch", x, finite=False)
-                loss_value, gnorm_value = _gradient_step(model, loss_fn, optimizer, ema, params, x, generator, state.step == resumed_from + 1)
-                state.seconds += time.perf_counter() - t0
-                state.losses.append(loss_value)
-                state.grad_norms.append(gnorm_value)
-                bad = "loss" if not math.isfinite(loss_value) else "grad_norm" if not math.isfinite(gnorm_value) else None
-                if bad is not None:
-                    if on_nonfinite == "raise":
-                        raise FloatingPointError(f"{bad.replace('_', ' ')} became {loss_value if bad == 'loss' else gnorm_value} at step {state.step}")
-                    state.diverged_at, state.nonfinite = state.step, bad
-                    break
-                bar.update(1)
-                if progress and (state.step % 25 == 0 or state.step == n_steps):
-                    bar.set_postfix_str(f"loss={loss_value:.4g}", refresh=False)
-                if state.step == resumed_from + 50:
-                    announce_estimate(desc, 50, state.seconds - seconds_before, n_steps - resumed_from)
-                if is_eval_step(state.step):
-                    evaluate()
-                if checkpoint_every is not None and state.step % checkpoint_every == 0 and state.step < n_steps:
-                    _checkpoint(checkpoint_path, state, model, optimizer, ema, generator)
-        _checkpoint(checkpoint_path, state, model, optimizer, ema, generator)
+        _loop(state, n_steps, step, evaluate, save, checkpoint_every, on_nonfinite, progress, desc)
+        save()
     models = {"model": model, **({"ema": ema.model} if ema is not None else {})}
     return runs.Outcome(
         curves=_curves(state.evals), series={"loss": state.losses, "grad_norm": state.grad_norms},
