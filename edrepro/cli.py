@@ -9,6 +9,8 @@
   builds the HTML.
 - ``export NAME [NAME ...] --profile P`` writes ``results/NAME/P.json`` (curves, tables, provenance) from
   the cached runs, for the pages to show beside their live runs.
+- ``claims NAME --profile P --seeds 0-39`` executes a page once per seed and counts, per claim, the
+  seeds for which it holds (exit 1 if any claim fails for some seed).
 - ``list`` prints the book's notebooks; ``sync`` rewrites the notebooks' Colab install cell from
   ``_config.yml`` and re-pairs the ``.ipynb`` files.
 """
@@ -25,6 +27,21 @@ from . import pipeline
 
 def _overrides(pairs: list[list[str]] | None) -> dict[str, str]:
     return {key: value for key, value in pairs or []}
+
+
+def _seeds(text: str) -> list[int]:
+    """``"0-39"`` → [0, …, 39]; ``"0,3,7"`` → [0, 3, 7]."""
+    try:
+        if "-" in text:
+            first, last = (int(v) for v in text.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds must look like 0-39 or 0,3,7, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds must name at least one seed >= 0, got {text!r}")
+    return seeds
 
 
 def _add_profile(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -64,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--path-output", type=Path, default=None, help="folder that receives _build/html (default: the repository root)")
     book.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
 
+    claims = sub.add_parser("claims", help="execute a notebook for several seeds and count, per claim, the seeds for which it holds")
+    claims.add_argument("name", metavar="NAME")
+    _add_profile(claims)
+    claims.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-39 or 0,3,7 (default: 0-4)")
+    claims.add_argument("--workers", type=int, default=cores, help=f"worker processes for the page's training runs (default: {cores})")
+
     sub.add_parser("list", help="list the book's notebooks")
     sync = sub.add_parser("sync", help="make the Colab install cell match _config.yml and each .ipynb match its .md")
     sync.add_argument("names", nargs="*", metavar="NAME", help="notebooks to sync (default: all)")
@@ -94,6 +117,13 @@ def _dispatch(args: argparse.Namespace, root: Path) -> int:
         for name in args.names:
             print(f"wrote {results.export(root, name, args.profile, _overrides(args.parameter))}")
         return 0
+    if args.command == "claims":
+        seeds = _seeds(args.seeds)
+        failures = pipeline.claims_across_seeds(root, args.name, args.profile, seeds, _overrides(args.parameter), workers=args.workers)
+        print(f"\n{args.name} ({args.profile}), seeds {args.seeds}:")
+        for claim, failed in failures.items():
+            print(f"  {len(seeds) - len(failed)}/{len(seeds)}  {claim}" + (f"   (fails for seeds {failed})" if failed else ""))
+        return 1 if any(failures.values()) else 0
     if args.command == "run":
         records = pipeline.run_notebooks(root, args.names or None, args.profile, args.force, jobs=args.jobs, overrides=_overrides(args.parameter))
         print("\n" + pipeline.summary_table(records))

@@ -232,7 +232,7 @@ def _show_effective_parameters(nb) -> None:
 
 def execute_notebook(
     root: Path, name: str, profile: str, force: bool = False, progress: bool = True,
-    overrides: dict[str, str] | None = None, stream: bool = False,
+    overrides: dict[str, str] | None = None, stream: bool = False, output: Path | None = None,
 ) -> RunRecord:
     """Execute ``notebooks/NAME.md`` under ``profile`` into ``_build/executed/PROFILE/NAME.ipynb``.
 
@@ -240,8 +240,9 @@ def execute_notebook(
     the profile; all parameters are checked against the notebook's schema before anything runs.
     The previous executed copy stays in place until the new one has succeeded (a failed or killed
     run leaves it untouched); two runs of the same notebook take turns. ``stream`` shows the
-    kernel's progress bars in this terminal. Raises :class:`NotebookFailed` naming the notebook and
-    the cell when a cell raises.
+    kernel's progress bars in this terminal; ``output`` writes the executed copy elsewhere than the
+    book's ``_build/executed/PROFILE/NAME.ipynb``. Raises :class:`NotebookFailed` naming the notebook
+    and the cell when a cell raises.
     """
     import tempfile
 
@@ -254,7 +255,7 @@ def execute_notebook(
     effective_params(root, name, profile, overrides)  # every parameter checked before any work
     params = {**load_params(root, name, profile), **_parsed(name, overrides)}
     key = cache_key(root, name, profile, overrides)
-    out = executed_path(root, name, profile)
+    out = Path(output) if output is not None else executed_path(root, name, profile)
     with _notebook_lock(out):
         if not force and _is_cached(out, key):
             return RunRecord(name, profile, "cached", 0.0, out)
@@ -353,6 +354,47 @@ def run_notebooks(
     if first_error is not None:
         raise first_error
     return [done[name] for name in names]
+
+
+def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:
+    """The (claim, holds) rows of the claims tables (:func:`edrepro.claims.check_claims`) in an executed notebook."""
+    import nbformat
+
+    rows = []
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get("text/markdown", "") if out.get("output_type") == "display_data" else ""
+            if not text.startswith("| claim | measured | holds |"):
+                continue
+            for line in text.splitlines()[2:]:
+                cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+                rows.append((cells[0], cells[-1] == "yes"))
+    return rows
+
+
+def claims_across_seeds(root: Path, name: str, profile: str, seeds: list[int], overrides: dict[str, str] | None = None,
+                        workers: int = 1, echo=print) -> dict[str, list[int]]:
+    """Execute notebook ``name`` once per seed (claims not enforced) and collect, for every claim, the
+    seeds for which it does NOT hold: ``{claim: [failing seeds]}`` (empty lists everywhere = robust).
+    A page's training runs are swept first on ``workers`` processes."""
+    import tempfile
+
+    failures: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"edrepro-seeds-{name}-") as folder:
+        for seed in seeds:
+            seeded = {**(overrides or {}), "seed": str(seed)}
+            if "enforce_claims" in notebook_defaults(root, name):
+                seeded["enforce_claims"] = "false"  # measure every claim; a failure is counted, not raised
+            if workers > 1 and name in PAGE_RUNS:
+                sweep_notebooks(root, [name], profile, seeded, workers=workers, echo=lambda *a, **k: None)
+            record = execute_notebook(root, name, profile, force=True, progress=False, overrides=seeded, output=Path(folder) / f"{name}-{seed}.ipynb")
+            rows = claims_of(record.output)
+            for claim, holds in rows:
+                failures.setdefault(claim, [])
+                if not holds:
+                    failures[claim].append(seed)
+            echo(f"seed {seed}: {sum(h for _, h in rows)} of {len(rows)} claims hold", flush=True)
+    return failures
 
 
 def summary_table(records: list[RunRecord]) -> str:

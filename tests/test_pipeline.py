@@ -199,3 +199,13 @@ def test_sync_adds_the_install_cell_pairs_and_is_idempotent(tmp_path):
     before = paired.read_bytes(), (root / "notebooks" / "toy.md").read_bytes()
     assert pipeline.sync_notebooks(root) == []
     assert (paired.read_bytes(), (root / "notebooks" / "toy.md").read_bytes()) == before
+
+
+def test_claims_are_counted_across_seeds(tmp_path):
+    body = ("from edrepro.claims import Claim, check_claims\n"
+            "enforce_claims = False\n"
+            "check_claims([Claim('always', '1', True), Claim('even seeds', str(seed), seed % 2 == 0)], enforce=enforce_claims)")
+    root = _toy_repo(tmp_path, body)
+    failures = pipeline.claims_across_seeds(root, "toy", "smoke", [0, 1, 2, 3], echo=lambda *a, **k: None)
+    assert failures == {"always": [], "even seeds": [1, 3]}
+    assert not (root / "_build" / "executed" / "smoke" / "toy.ipynb").exists()  # the book's page is untouched
