@@ -17,6 +17,12 @@ compare ratios measured in one process, never absolute milliseconds across machi
 threads on a busy machine set OMP_WAIT_POLICY=PASSIVE before torch is imported (spinning OpenMP
 threads made steps 10× slower here); ``benchmarks/loss_speed.py`` does, and holds the timing
 limits, which never go in the tests.
+
+The performance chapter uses :func:`loss_timings` (every loss, the three restatements and the
+*bare step* of :func:`forward_backward_loss`, interleaved in one call) summarised by
+:func:`loss_table` and :func:`bound_ratio`; :func:`ed_scaling` and :func:`affine_fit` for the
+cost of an ED step as M and d grow; and :func:`page_specs` / :func:`time_to_threshold` for the
+density-estimation runs it reads (it trains none of its own).
 """
 
 from __future__ import annotations
@@ -51,6 +57,16 @@ LOSSES: tuple[str, ...] = ("ed", "sm", "ssm", "dsm", "cd", "pcd", "nce")
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 """``wall``: elapsed time, what a training run waits for. ``cpu``: this process's CPU time (all its
 threads), which time-slicing by other jobs on a shared machine does not inflate."""
+CLAIMED_SPEED_UP: dict[str, float] = {"sm": 1.5}
+"""The least median speed-up over the authors' formulation that this package claims (the performance
+page asserts it, ``benchmarks/loss_speed.py`` checks it)."""
+ED_HOPED_SPEED_UP = 1.3
+"""A speed-up of ED over the authors' formulation that one might hope for; :func:`bound_ratio` shows
+why the network's own forward and backward pass leave no room for it."""
+AUTHORS_PREFIX = "authors_"
+""":func:`timed_losses` names the restated formulation of method m ``authors_m``."""
+BARE = "bare"
+""":func:`timed_losses`'s name for the bare step on the B(M+1) points of an ED step."""
 
 
 class Ratio(NamedTuple):
@@ -162,6 +178,7 @@ def training_losses(x: torch.Tensor, seed: int = 0) -> dict[str, LossFn]:
     denoising SM with σ = 0.1; persistent CD with a 10 000-state :class:`ReplayBuffer` drawn
     uniformly on [−4, 4]^d and 5 % restarts; NCE (one noise sample per data point, output bias
     as log-normaliser) against a Gaussian fitted to ``x`` with :func:`losses.fit_gaussian_noise`.
+    Persistent CD runs on the CPU only: it is left out when ``x`` lives on another device.
     """
     x = _checks.batch("x", x)
     _checks.positive_int("seed", seed, minimum=0)
@@ -174,7 +191,7 @@ def training_losses(x: torch.Tensor, seed: int = 0) -> dict[str, LossFn]:
     mean, cov = losses.fit_gaussian_noise(x)
     ed, _ = compared_losses("ed")
     cd, _ = compared_losses("cd")
-    return {
+    fns: dict[str, LossFn] = {
         "ed": ed,
         "sm": lambda model, z, g: losses.score_matching(model, z),
         "ssm": lambda model, z, g: losses.sliced_score_matching(model, z, 1, generator=g),
@@ -183,6 +200,9 @@ def training_losses(x: torch.Tensor, seed: int = 0) -> dict[str, LossFn]:
         "pcd": lambda model, z, g: losses.contrastive_divergence(model, z, buffer=buffer, generator=g, **CD_SETTINGS),
         "nce": lambda model, z, g: losses.noise_contrastive_estimation(model, z, 0.0, mean, cov, 1, generator=g),
     }
+    if x.device.type != "cpu":  # the replay buffer draws on the CPU (as in density.train_spec)
+        del fns["pcd"]
+    return fns
 
 
 # ---------------------------------------------------------------- timing
@@ -225,7 +245,8 @@ def step_times(
     ``steps`` steps of each loss in turn, starting one loss later each repeat, so that load on
     the machine falls on all losses alike; repeat r of one loss pairs with repeat r of another.
     ``threads`` sets torch's intra-op threads for the call (restored afterwards); ``clock`` is
-    one of :data:`CLOCKS`.
+    one of :data:`CLOCKS` (``wall`` only on a GPU, where each block is timed between two
+    ``torch.cuda.synchronize`` calls).
     """
     if not isinstance(net, nn.Module) or not any(True for _ in net.parameters()):
         raise ValueError(f"net must be a torch.nn.Module with parameters, got {type(net).__name__}")
@@ -233,6 +254,9 @@ def step_times(
         raise ValueError("loss_fns must be a non-empty mapping from names to loss_fn(model, x, generator) callables")
     x = _checks.batch("x", x)
     _check_timing_args(repeats, steps, warmup, lr, threads, seed, clock)
+    if x.device.type != "cpu" and clock != "wall":
+        raise ValueError(f"clock must be 'wall' when x is on {x.device} (the CPU clock does not see GPU work), got {clock!r}")
+    sync = (lambda: torch.cuda.synchronize(x.device)) if x.device.type == "cuda" else (lambda: None)
     now = CLOCKS[clock]
     before = torch.get_num_threads()
     if threads is not None:
@@ -244,8 +268,10 @@ def step_times(
         names, times = list(runners), {name: [] for name in runners}
         for r in range(repeats):
             for name in names[r % len(names):] + names[: r % len(names)]:
+                sync()
                 start = now()
                 runners[name](steps)
+                sync()
                 times[name].append(1e3 * (now() - start) / steps)
     finally:
         torch.set_num_threads(before)
@@ -304,12 +330,12 @@ def iterations_per_second(
     return {name: 1e3 / statistics.median(v) for name, v in ms.items()}
 
 
-def _net_and_batch(dim: int, batch_size: int, seed: int) -> tuple[nn.Module, torch.Tensor]:
+def _net_and_batch(dim: int, batch_size: int, seed: int, device: torch.device | str = "cpu") -> tuple[nn.Module, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = nets.toy_energy_net(dim)
     x = torch.randn(batch_size, dim, generator=torch.Generator().manual_seed(seed + 1))
-    return net, x
+    return net.to(device), x.to(device)
 
 
 def describe_machine() -> dict[str, Any]:
@@ -328,3 +354,296 @@ def describe_machine() -> dict[str, Any]:
     except OSError:
         load = None
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__, "load_1min": load}
+
+
+# ---------------------------------------------------------------- the performance chapter
+
+
+def forward_backward_loss(points: torch.Tensor) -> LossFn:
+    """The *bare step*'s loss: 0 · Σ_k E(points_k), ignoring the batch and the generator.
+
+    A training step with it is one forward and one backward pass of the network on ``points``
+    and an Adam step: no noise, no loss arithmetic. On the B(M+1) points of an ED step it is the
+    least that any formulation of ED can cost with that network, since every one of the B(M+1)
+    energies and its gradient must be computed; so authors' ms / bare ms bounds the speed-up any
+    ED implementation could reach over the authors' (:func:`bound_ratio`).
+
+    The factor 0 keeps the parameters where they are (autograd does not skip zeros: the backward
+    pass runs in full), so every repeat times the same network. Minimising Σ E itself drives
+    the Softplus units into subnormal floats within a hundred steps, which made CPU steps up to
+    2.5× slower: a property of that loss, not of the work.
+    """
+    points = _checks.batch("points", points).detach()
+    return lambda model, x, g: 0.0 * model(points).sum()
+
+
+def timed_losses(x: torch.Tensor, seed: int = 0) -> dict[str, LossFn]:
+    """What the performance page times on the batch ``x``: every loss of :func:`training_losses`, the
+    restated authors' formulation of each method m of :data:`COMPARED` (named ``authors_m``) and the
+    bare step (:data:`BARE`) on B(M+1) copies of the batch's rows, M = ``ED_SETTINGS["m_particles"]``."""
+    x = _checks.batch("x", x)
+    fns = training_losses(x, seed)
+    for method in COMPARED:
+        fns[AUTHORS_PREFIX + method] = compared_losses(method)[1]
+    fns[BARE] = forward_backward_loss(x.repeat(ED_SETTINGS["m_particles"] + 1, 1))
+    return fns
+
+
+def loss_timings(
+    dim: int = 2, batch_size: int = 128, repeats: int = 5, steps: int = 20, warmup: int = 5,
+    threads: int | None = None, seed: int = 0, clock: str = "wall", device: torch.device | str = "cpu",
+    names: Sequence[str] | None = None,
+) -> dict[str, list[float]]:
+    """Milliseconds per training step, per repeat, of every entry of :func:`timed_losses` (or of ``names``).
+
+    All train copies of one ``nets.toy_energy_net(dim)`` (initialised from ``seed``) on one
+    standard-normal batch of ``batch_size`` rows on ``device``, interleaved in a single
+    :func:`step_times` call, so that any two entries form paired repeats (:func:`speed_ratio`).
+    """
+    from .train import resolve_device
+
+    _checks.positive_int("dim", dim)
+    _checks.positive_int("batch_size", batch_size)
+    _checks.positive_int("seed", seed, minimum=0)
+    net, x = _net_and_batch(dim, batch_size, seed, resolve_device(device))
+    fns = timed_losses(x, seed)
+    if names is not None:
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or not names:
+            raise ValueError(f"names must be a non-empty sequence of entries of timed_losses, got {names!r}")
+        for name in names:
+            _checks.choice("names", name, fns)
+        fns = {name: fns[name] for name in names}
+    return step_times(net, fns, x, repeats, steps, warmup, threads=threads, seed=seed, clock=clock)
+
+
+def _check_timings(ms: Any, needed: Sequence[str]) -> Mapping[str, Sequence[float]]:
+    if not isinstance(ms, Mapping) or not ms:
+        raise ValueError(f"ms must map loss names to per-repeat milliseconds (from loss_timings), got {type(ms).__name__}")
+    missing = [name for name in needed if name not in ms]
+    if missing:
+        raise ValueError(f"ms must hold the timings of {missing} (from loss_timings), it has {sorted(ms)}")
+    return ms
+
+
+def loss_table(ms: Mapping[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """One row per loss of :data:`LOSSES` in ``ms`` (from :func:`loss_timings`), in that order.
+
+    ``loss``; ``ms`` (median ms per step); ``per_second`` = 1000 / median ms and ``per_second_range``
+    = (1000 / slowest repeat, 1000 / fastest repeat); where ``ms`` has the restated authors'
+    formulation, ``authors_per_second`` and ``speed_up`` (:func:`speed_ratio`: authors' ms / ours,
+    paired repeat by repeat), else None.
+    """
+    _check_timings(ms, ())
+    rows = []
+    for name in (n for n in LOSSES if n in ms):
+        ours, authors = ms[name], ms.get(AUTHORS_PREFIX + name)
+        ratio = speed_ratio(authors, ours) if authors is not None else None
+        rows.append({
+            "loss": name, "ms": statistics.median(ours), "per_second": 1e3 / statistics.median(ours),
+            "per_second_range": (1e3 / max(ours), 1e3 / min(ours)),
+            "authors_per_second": 1e3 / statistics.median(authors) if authors is not None else None, "speed_up": ratio,
+        })
+    if not rows:
+        raise ValueError(f"ms holds no loss of {list(LOSSES)}, only {sorted(ms)}")
+    return rows
+
+
+def bound_ratio(ms: Mapping[str, Sequence[float]]) -> Ratio:
+    """authors' ED ms / bare-step ms, per paired repeat of :func:`loss_timings`: the largest speed-up
+    over the authors' formulation that *any* ED implementation on this network could reach, since it
+    still has to do the bare step's forward and backward pass (:func:`forward_backward_loss`)."""
+    _check_timings(ms, (AUTHORS_PREFIX + "ed", BARE))
+    return speed_ratio(ms[AUTHORS_PREFIX + "ed"], ms[BARE])
+
+
+def _ed_loss(m: int) -> LossFn:
+    settings = {**ED_SETTINGS, "m_particles": m}
+    return lambda model, x, g: losses.energy_discrepancy(model, x, generator=g, **settings)
+
+
+def draw_times(x: torch.Tensor, m_particles: int, repeats: int = 3, steps: int = 5, seed: int = 0, clock: str = "wall") -> list[float]:
+    """Milliseconds, per repeat, to draw the B(M+1) points of one ED step on the batch ``x`` (CPU):
+    y = x + √t·ξ, the M negatives y + √t·ξ'_j and their concatenation with x, as
+    :func:`edrepro.losses.energy_discrepancy` does before it calls the network (t of :data:`ED_SETTINGS`)."""
+    x = _checks.batch("x", x)
+    m = _checks.positive_int("m_particles", m_particles)
+    _check_timing_args(repeats, steps, 0, 1.0, None, seed, clock)
+    n, d = x.shape
+    s, gen, now, times = math.sqrt(ED_SETTINGS["t"]), torch.Generator().manual_seed(seed), CLOCKS[clock], []
+    for _ in range(repeats):
+        start = now()
+        for _ in range(steps):
+            y = x + s * torch.randn((n, d), generator=gen, dtype=x.dtype)
+            neg = y[:, None, :] + s * torch.randn((n, m, d), generator=gen, dtype=x.dtype)
+            torch.cat([x, neg.reshape(n * m, d)])
+        times.append(1e3 * (now() - start) / steps)
+    return times
+
+
+def ed_scaling(
+    m_values: Sequence[int] = (1, 2, 4, 8, 16, 32), dims: Sequence[int] = (2, 32, 512), batch_size: int = 128,
+    repeats: int = 3, steps: int = 5, warmup: int = 2, threads: int | None = None, seed: int = 0, clock: str = "wall",
+) -> list[dict[str, Any]]:
+    """The cost of one ED training step as the negatives M and the dimension d grow, on the CPU.
+
+    For every d of ``dims``: ``nets.toy_energy_net(d)``, a standard-normal batch of ``batch_size``
+    rows, and for every M of ``m_values`` our ED step (t and w of :data:`ED_SETTINGS`) and the bare
+    step on the same B(M+1) points, all interleaved in one :func:`step_times` call. Rows: ``dim``,
+    ``m_particles``, ``points`` = B(M+1), ``parameters`` (of the network), ``ed_ms``, ``bare_ms``,
+    ``draws_ms`` (medians; :func:`draw_times`, the ED step's own Gaussian draws) and ``overhead``
+    (:class:`Ratio` of ED ms / bare ms per paired repeat).
+    """
+    for name, values in (("m_values", m_values), ("dims", dims)):
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {values!r}")
+        for v in values:
+            _checks.positive_int(name, v)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} must hold distinct values, got {list(values)}")
+    _checks.positive_int("batch_size", batch_size)
+    _checks.positive_int("seed", seed, minimum=0)
+    rows = []
+    for d in dims:
+        net, x = _net_and_batch(d, batch_size, seed)
+        fns: dict[str, LossFn] = {}
+        for m in m_values:
+            fns[f"ed{m}"], fns[f"bare{m}"] = _ed_loss(m), forward_backward_loss(x.repeat(m + 1, 1))
+        ms = step_times(net, fns, x, repeats, steps, warmup, threads=threads, seed=seed, clock=clock)
+        rows += [{
+            "dim": d, "m_particles": m, "points": batch_size * (m + 1), "parameters": nets.count_parameters(net),
+            "ed_ms": statistics.median(ms[f"ed{m}"]), "bare_ms": statistics.median(ms[f"bare{m}"]),
+            "draws_ms": statistics.median(draw_times(x, m, repeats, steps, seed, clock)),
+            "overhead": speed_ratio(ms[f"ed{m}"], ms[f"bare{m}"]),
+        } for m in m_values]
+    return rows
+
+
+def affine_fit(xs: Sequence[float], ys: Sequence[float], relative: bool = False) -> tuple[float, float, float]:
+    """Weighted least squares y ≈ a + b·x: returns (a, b, R²).
+
+    Minimises Σ w_i (y_i − a − b·x_i)² with w_i = 1, or with ``relative`` w_i = 1/y_i² (each
+    point's error relative to its size: timing noise grows with the time, so the largest times
+    would otherwise decide the intercept alone). R² = 1 − Σ w r² / Σ w (y − ȳ_w)², with ȳ_w the
+    weighted mean (the squared correlation when unweighted; 1 for points on a line).
+    """
+    for name, values in (("xs", xs), ("ys", ys)):
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ValueError(f"{name} must be a sequence of numbers, got {values!r}")
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys must have the same length, got {len(xs)} and {len(ys)}")
+    if len(set(xs)) < 2:
+        raise ValueError(f"xs must hold at least two distinct values, got {list(xs)}")
+    if relative:
+        for y in ys:
+            _checks.positive("ys", y)
+    w = [1.0 / y**2 if relative else 1.0 for y in ys]
+    sw, sx, sy = sum(w), sum(wi * x for wi, x in zip(w, xs)), sum(wi * y for wi, y in zip(w, ys))
+    sxx, sxy = sum(wi * x * x for wi, x in zip(w, xs)), sum(wi * x * y for wi, x, y in zip(w, xs, ys))
+    slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+    intercept = (sy - slope * sx) / sw
+    total = sum(wi * (y - sy / sw) ** 2 for wi, y in zip(w, ys))
+    residual = sum(wi * (y - intercept - slope * x) ** 2 for wi, x, y in zip(w, xs, ys))
+    return float(intercept), float(slope), 1.0 if total == 0 else float(1.0 - residual / total)
+
+
+def page_specs(params: Mapping[str, Any]) -> list[Any]:
+    """The density-estimation runs the performance page reads (it trains none of its own):
+    ``density.page_specs`` of that page's parameters under the profile ``params["profile"]``,
+    read from the repository's parameter files (:func:`edrepro.pipeline.effective_params`)."""
+    from . import density, pipeline
+
+    if not isinstance(params, Mapping) or "profile" not in params:
+        raise ValueError("params must be the performance page's parameters, with a 'profile'")
+    profile = _checks.choice("profile", params["profile"], pipeline.PROFILES)
+    return density.page_specs(pipeline.effective_params(pipeline.find_root(), "density_estimation", profile))
+
+
+def time_to_threshold(records: Sequence[Any], threshold: float = 0.1, metric: str = "mse") -> list[dict[str, Any]]:
+    """Per method of the 2-D ``records`` (in order of appearance): when each seed first had ``metric`` ≤ ``threshold``.
+
+    Row keys: ``method``, ``seeds``, ``steps`` and ``seconds`` (per seed, :func:`edrepro.density.reach`;
+    None = never within the run), ``reached`` (how many seeds did), ``median_steps`` and
+    ``median_seconds`` (over the seeds that reached it; None if none did), ``ms_per_step`` (training
+    ms per iteration, median over seeds), ``outcomes`` (:meth:`RunRecord.outcome_text`) and
+    ``conditions`` (threads and 1-minute load range of the processes that trained them).
+    """
+    from . import density, runs
+
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or not records:
+        raise ValueError("records must be a non-empty sequence of RunRecord of 2-D density runs")
+    if not all(isinstance(r, runs.RunRecord) and r.spec.kind == "density" for r in records):
+        raise ValueError("records must be a non-empty sequence of RunRecord of 2-D density runs")
+    _checks.positive("threshold", threshold)
+    _checks.choice("metric", metric, density.METRICS)
+    by_method: dict[str, list[Any]] = {}
+    for r in records:
+        by_method.setdefault(r.spec.method, []).append(r)
+    rows = []
+    for method, group in by_method.items():
+        reached = [density.reach(r, threshold, metric) for r in group]
+        hit = [(s, t) for s, t in reached if s is not None]
+        loads = [r.conditions[k] for r in group for k in ("load_start", "load_end") if k in r.conditions]
+        rows.append({
+            "method": method, "seeds": [r.spec.seed for r in group],
+            "steps": [s for s, _ in reached], "seconds": [t for _, t in reached], "reached": len(hit),
+            "median_steps": statistics.median(s for s, _ in hit) if hit else None,
+            "median_seconds": statistics.median(t for _, t in hit) if hit else None,
+            "ms_per_step": statistics.median(1e3 * r.train_seconds / r.steps for r in group),
+            "outcomes": [r.outcome_text() for r in group],
+            "conditions": {"threads": sorted({r.conditions.get("threads") for r in group}, key=str),
+                           "load": (min(loads), max(loads)) if loads else None},
+        })
+    return rows
+
+
+def _spread(r: Ratio) -> str:
+    return f"{r.median:.2f}× [{r.low:.2f}, {r.high:.2f}]"
+
+
+def loss_markdown(ms: Mapping[str, Sequence[float]], labels: Mapping[str, str] | None = None) -> str:
+    """:func:`loss_table` of ``ms`` as a markdown table, with the bare step (when timed) as a last row.
+
+    Columns: the loss (``labels`` maps names to display names), our iterations per second (median,
+    [slowest, fastest repeat]), the authors' formulation's, and the speed-up ours / authors'
+    (median [min, max] over paired repeats).
+    """
+    labels = dict(labels or {})
+    lines = ["| loss | iterations / s, ours [range] | iterations / s, authors' formulation | speed-up, median [min, max] |",
+             "|---|---|---|---|"]
+    for row in loss_table(ms):
+        lo, hi = row["per_second_range"]
+        authors = "—" if row["authors_per_second"] is None else f"{row['authors_per_second']:.0f}"
+        ratio = "—" if row["speed_up"] is None else _spread(row["speed_up"])
+        lines.append(f"| {labels.get(row['loss'], row['loss'])} | {row['per_second']:.0f} [{lo:.0f}, {hi:.0f}] | {authors} | {ratio} |")
+    if BARE in ms:
+        bare = ms[BARE]
+        lines.append(f"| *bare step: forward + backward on the B(M+1) points of ED* | {1e3 / statistics.median(bare):.0f} "
+                     f"[{1e3 / max(bare):.0f}, {1e3 / min(bare):.0f}] | — | — |")
+    return "\n".join(lines)
+
+
+def reach_markdown(rows: Sequence[Mapping[str, Any]], threshold: float, labels: Mapping[str, str] | None = None) -> str:
+    """:func:`time_to_threshold` rows as a markdown table (per-seed values separated by " / ", "never" = not reached)."""
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
+        raise ValueError("rows must be a non-empty sequence of time_to_threshold rows")
+    _checks.positive("threshold", threshold)
+    labels = dict(labels or {})
+
+    def each(values: Sequence[Any], fmt: str) -> str:
+        return " / ".join("never" if v is None else format(v, fmt) for v in values)
+
+    def median(value: Any, fmt: str) -> str:
+        return "—" if value is None else format(value, fmt)
+
+    lines = [f"| method | seeds | iterations to ≤ {threshold:g} | training s to ≤ {threshold:g} | median iterations "
+             f"| median s | seeds that reached | ms / iteration | outcome | trained with |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["conditions"]
+        load = "load not recorded" if c["load"] is None else f"load {c['load'][0]:.1f}–{c['load'][1]:.1f}"
+        threads = "/".join(str(t) for t in c["threads"])
+        lines.append(
+            f"| {labels.get(r['method'], r['method'])} | {each(r['seeds'], 'd')} | {each(r['steps'], ',d')} | {each(r['seconds'], '.0f')} "
+            f"| {median(r['median_steps'], ',.0f')} | {median(r['median_seconds'], '.0f')} | {r['reached']} of {len(r['seeds'])} "
+            f"| {r['ms_per_step']:.2f} | {'; '.join(sorted(set(r['outcomes'])))} | {threads} thread(s), {load} |"
+        )
+    return "\n".join(lines)

@@ -107,6 +107,15 @@ def test_describe_machine():
     assert m["torch"] == torch.__version__
 
 
+def _record(method, seed, steps, seconds, mse, status="finished"):
+    from edrepro import density, runs
+
+    spec = density.spec(method, seed=seed, n_steps=steps[-1])
+    curves = {"step": list(steps), "seconds": list(seconds), "mse": list(mse)}
+    conditions = {"threads": 1, "load_start": 0.5, "load_end": 1.5}
+    return runs.RunRecord(spec, status, curves, {}, steps[-1], seconds[-1], conditions=conditions)
+
+
 ED = lambda m, x, g: losses.energy_discrepancy(m, x, 1.0, generator=g)  # noqa: E731
 BAD = [
     (speed.reference_energy_discrepancy, (net64(), X), dict(t=0.0), "t "),
@@ -135,10 +144,184 @@ BAD = [
     (speed.compare, ("ed",), dict(dim=0), "dim"),
     (speed.iterations_per_second, (["ed", "mle"],), {}, "names"),
     (speed.iterations_per_second, ("ed",), {}, "names"),
+    (speed.forward_backward_loss, (torch.zeros(3),), {}, "points"),
+    (speed.loss_timings, (), dict(dim=0), "dim"),
+    (speed.loss_timings, (), dict(batch_size=0), "batch_size"),
+    (speed.loss_timings, (), dict(device="gpu"), "device"),
+    (speed.loss_timings, (), dict(names=["ed", "mle"]), "names"),
+    (speed.loss_timings, (), dict(names="ed"), "names"),
+    (speed.loss_table, ({},), {}, "ms "),
+    (speed.loss_table, ({"bare": [1.0]},), {}, "no loss"),
+    (speed.loss_table, ({"ed": [1.0], "authors_ed": [1.0, 2.0]},), {}, "pair up"),
+    (speed.bound_ratio, ({"ed": [1.0]},), {}, "authors_ed"),
+    (speed.draw_times, (X, 0), {}, "m_particles"),
+    (speed.draw_times, (X, 2), dict(repeats=0), "repeats"),
+    (speed.ed_scaling, ([],), {}, "m_values"),
+    (speed.ed_scaling, ([2, 2],), {}, "distinct"),
+    (speed.ed_scaling, ([1, 2], [0]), {}, "dims"),
+    (speed.ed_scaling, ([1, 2], "2"), {}, "dims"),
+    (speed.ed_scaling, ([1, 2], [2]), dict(batch_size=0), "batch_size"),
+    (speed.affine_fit, ([1, 1], [1.0, 2.0]), {}, "distinct"),
+    (speed.affine_fit, ([1, 2], [1.0]), {}, "same length"),
+    (speed.affine_fit, ("12", [1.0, 2.0]), {}, "xs"),
+    (speed.affine_fit, ([1, 2], [1.0, 0.0]), dict(relative=True), "ys"),
+    (speed.page_specs, ({"profile": "fast"},), {}, "profile"),
+    (speed.page_specs, ({},), {}, "profile"),
+    (speed.time_to_threshold, ([],), {}, "records"),
+    (speed.time_to_threshold, (["run"],), {}, "records"),
+    (speed.time_to_threshold, ([_record("ed", 0, [0, 1], [0.0, 1.0], [1.0, 0.1])], 0.0), {}, "threshold"),
+    (speed.time_to_threshold, ([_record("ed", 0, [0, 1], [0.0, 1.0], [1.0, 0.1])], 0.1, "kl"), {}, "metric"),
+    (speed.reach_markdown, ([], 0.1), {}, "rows"),
 ]
 
 
-@pytest.mark.parametrize("fn, args, kwargs, match", BAD, ids=[f"{f.__name__}-{m.strip()}-{i}" for i, (f, _, _, m) in enumerate(BAD)])
+@pytest.mark.parametrize("fn, args, kwargs, match", BAD, ids=[f"{f.__name__}-{m.strip().replace(' ', '_')}-{i}" for i, (f, _, _, m) in enumerate(BAD)])
 def test_bad_input_raises_value_error_naming_the_argument(fn, args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- the performance chapter's helpers
+
+
+def test_forward_backward_loss_backpropagates_through_the_network_on_its_points_with_zero_gradient():
+    net = net64()
+    points = torch.randn(9, 2, generator=gen(5), dtype=D64, requires_grad=True)
+    fn = speed.forward_backward_loss(points)
+    value = fn(net, X, gen(6))
+    assert value.item() == 0.0 and torch.equal(value, fn(net, X[:3], None))
+    grads = param_grads(value, net)
+    assert len(grads) == len(list(net.parameters())) and all(torch.count_nonzero(g) == 0 for g in grads)
+    assert value.grad_fn is not None  # a graph through the network: backward runs in full
+
+
+def test_timed_losses_are_every_loss_the_authors_three_and_the_bare_step():
+    x = X.float()
+    fns = speed.timed_losses(x)
+    assert list(fns) == [*speed.LOSSES, *(speed.AUTHORS_PREFIX + m for m in speed.COMPARED), speed.BARE]
+    net, seen = nets.toy_energy_net(2), []
+    net.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    fns[speed.BARE](net, x, None)
+    assert seen == [(x.shape[0] * (speed.ED_SETTINGS["m_particles"] + 1), 2)]  # the B(M+1) points of an ED step
+
+
+def test_loss_timings_time_every_entry_in_paired_repeats():
+    ms = speed.loss_timings(batch_size=8, repeats=2, steps=1, warmup=0, clock="cpu")
+    assert list(ms) == list(speed.timed_losses(X.float()))
+    assert all(len(v) == 2 and all(t > 0 for t in v) for v in ms.values())
+    some = speed.loss_timings(batch_size=8, repeats=1, steps=1, warmup=0, clock="cpu", names=["authors_ed", "bare"])
+    assert list(some) == ["authors_ed", "bare"]
+
+
+MS = {"ed": [1.0, 2.0, 4.0], "authors_ed": [1.5, 2.0, 6.0], "sm": [2.0, 2.0, 2.0], "authors_sm": [4.0, 5.0, 6.0],
+      "nce": [0.5, 1.0, 2.0], "bare": [1.0, 1.0, 4.0]}
+
+
+def test_loss_table_gives_iterations_per_second_and_paired_speed_ups():
+    rows = speed.loss_table(MS)
+    assert [r["loss"] for r in rows] == ["ed", "sm", "nce"]  # the order of speed.LOSSES; others ignored
+    ed, sm, nce = rows
+    assert ed["ms"] == 2.0 and ed["per_second"] == 500.0 and ed["per_second_range"] == (250.0, 1000.0)
+    assert ed["authors_per_second"] == 500.0 and ed["speed_up"] == speed.Ratio(1.5, 1.0, 1.5, 3)
+    assert sm["speed_up"] == speed.Ratio(2.5, 2.0, 3.0, 3)
+    assert nce["authors_per_second"] is None and nce["speed_up"] is None
+
+
+def test_bound_ratio_is_the_authors_ed_over_the_bare_step():
+    assert speed.bound_ratio(MS) == speed.Ratio(1.5, 1.5, 2.0, 3)
+
+
+def test_loss_markdown_has_a_row_per_loss_and_the_bare_step():
+    text = speed.loss_markdown(MS, {"ed": "Energy discrepancy"})
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3 + 1
+    assert lines[2] == "| Energy discrepancy | 500 [250, 1000] | 500 | 1.50× [1.00, 1.50] |"
+    assert lines[4].startswith("| nce | 1000 [500, 2000] | — | — |") and "bare step" in lines[5]
+
+
+def test_ed_scaling_times_every_m_and_d_against_the_bare_step():
+    rows = speed.ed_scaling([1, 3], [2, 5], batch_size=8, repeats=2, steps=1, warmup=0, clock="cpu")
+    assert [(r["dim"], r["m_particles"], r["points"]) for r in rows] == [(2, 1, 16), (2, 3, 32), (5, 1, 16), (5, 3, 32)]
+    assert rows[0]["parameters"] == nets.count_parameters(nets.toy_energy_net(2))
+    for r in rows:
+        assert r["ed_ms"] > 0 and r["bare_ms"] > 0 and r["draws_ms"] > 0 and r["overhead"].repeats == 2
+
+
+def test_draw_times_per_repeat():
+    times = speed.draw_times(X.float(), 3, repeats=4, steps=2, clock="cpu")
+    assert len(times) == 4 and all(t > 0 for t in times)
+
+
+def test_affine_fit_recovers_a_line_and_its_r2():
+    a, b, r2 = speed.affine_fit([1, 2, 4], [3.0, 5.0, 9.0])
+    assert (a, b) == pytest.approx((1.0, 2.0)) and r2 == pytest.approx(1.0)
+    assert speed.affine_fit([1, 2, 3], [1.0, 3.0, 2.0])[2] == pytest.approx(0.25)
+    assert speed.affine_fit([1, 2], [2.0, 2.0]) == pytest.approx((2.0, 0.0, 1.0))
+    assert speed.affine_fit([1, 2, 4], [3.0, 5.0, 9.0], relative=True) == pytest.approx((1.0, 2.0, 1.0))
+    # relative weights: the small times decide the intercept, the outlier at x = 4 matters less
+    plain, weighted = speed.affine_fit([1, 2, 3, 4], [2.0, 3.0, 4.0, 8.0]), speed.affine_fit([1, 2, 3, 4], [2.0, 3.0, 4.0, 8.0], relative=True)
+    assert abs(weighted[0] - 1.0) < abs(plain[0] - 1.0)
+
+
+def test_page_specs_are_the_density_estimation_pages_runs(root):
+    from edrepro import density, pipeline
+
+    expected = density.page_specs(pipeline.effective_params(root, "density_estimation", "smoke"))
+    assert speed.page_specs({"profile": "smoke"}) == expected
+
+
+def test_time_to_threshold_per_method_and_seed():
+    records = [
+        _record("ed", 0, [0, 10, 20], [0.0, 1.0, 2.0], [1.0, 0.05, 0.04]),
+        _record("ed", 1, [0, 10, 20], [0.0, 1.5, 3.0], [1.0, 0.5, 0.08]),
+        _record("sm", 0, [0, 10, 20], [0.0, 2.0, 4.0], [1.0, 0.9, 0.8]),
+    ]
+    ed, sm = speed.time_to_threshold(records, 0.1)
+    assert ed["method"] == "ed" and ed["seeds"] == [0, 1] and ed["steps"] == [10, 20] and ed["seconds"] == [1.0, 3.0]
+    assert ed["reached"] == 2 and ed["median_steps"] == 15 and ed["median_seconds"] == 2.0
+    assert ed["ms_per_step"] == pytest.approx(125.0) and ed["conditions"] == {"threads": [1], "load": (0.5, 1.5)}
+    assert sm["steps"] == [None] and sm["reached"] == 0 and sm["median_steps"] is None and sm["outcomes"] == ["finished"]
+    text = speed.reach_markdown([ed, sm], 0.1, {"ed": "ED"})
+    assert "| ED | 0 / 1 | 10 / 20 | 1 / 3 | 15 | 2 | 2 of 2 | 125.00 | finished | 1 thread(s), load 0.5–1.5 |" in text
+    assert "| sm | 0 | never | never | — | — | 0 of 1 |" in text
+
+
+# ---------------------------------------------------------------- the performance page's parameters
+
+
+def _page_cells():
+    import jupytext
+
+    from .conftest import ROOT
+
+    return [c for c in jupytext.read(ROOT / "notebooks" / "performance.md").cells if c.cell_type == "code"]
+
+
+def _page_defaults() -> dict:
+    import ast
+
+    cell = next(c for c in _page_cells() if "parameters" in c.metadata.get("tags", ()))
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)}
+
+
+def test_the_page_schema_names_exactly_its_parameters_and_allows_every_profile(root):
+    from edrepro import parameters, pipeline
+
+    cells = _page_cells()
+    k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
+    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("performance", globals())'
+    assert set(parameters.schema("performance")) == set(_page_defaults())
+    assert parameters.check_notebook("performance", _page_defaults()) == _page_defaults()
+    for profile in pipeline.PROFILES:
+        values = pipeline.load_params(root, "performance", profile)
+        parameters.check("performance", values)
+        assert values["profile"] == profile  # the page reads the density runs of its own profile
+
+
+@pytest.mark.parametrize("key, value", [("profile", "fast"), ("clock", "sundial"), ("repeats", 1), ("m_values", [4]),
+                                        ("dims", [0]), ("batch_size", 1), ("threshold", 0.0), ("cpu_threads", -1)])
+def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
+    from edrepro import parameters
+
+    with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'performance'"):
+        parameters.check_notebook("performance", {**_page_defaults(), key: value})
