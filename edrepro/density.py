@@ -274,7 +274,7 @@ def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
     }
     return [
         spec(m, params["dataset"], s, params["n_steps"], hparams=hparams[m], batch_size=params["batch_size"], lr=params["lr"],
-             ema_decay=params["ema_decay"], eval_every=params["eval_every"], eval_samples=params["eval_samples"])
+             ema_decay=params["ema_decay"], eval_every=params["eval_every"], eval_samples=params["eval_samples"], metrics=["mse", "mse_grid"])
         for m in hparams for s in range(params["seed"], params["seed"] + params["n_seeds"])
     ]
 
@@ -411,3 +411,132 @@ def export_extras(records: Sequence[runs.RunRecord], n: int = 100) -> dict[str, 
         with torch.no_grad():
             heatmaps[method] = {"seed": r.spec.seed, "density": np.asarray(grid_density(energy(r), toy.get(r.spec.dataset).bounds, n)).round(8).tolist()}
     return {"heatmaps": heatmaps, "grid_points": n}
+
+
+# ------------------------------------------------------------------------------------------
+# Page helpers (density-estimation chapter)
+# ------------------------------------------------------------------------------------------
+
+
+def by_method(records: Sequence[runs.RunRecord]) -> dict[str, list[runs.RunRecord]]:
+    """The records grouped by method, methods in order of first appearance, seeds in the given order."""
+    grouped: dict[str, list[runs.RunRecord]] = {}
+    for r in records:
+        if not isinstance(r, runs.RunRecord) or r.spec.kind != "density":
+            raise ValueError(f"records must hold RunRecords of 2-D density runs, got {r!r:.80}")
+        grouped.setdefault(r.spec.method, []).append(r)
+    return grouped
+
+
+def first_to_reach(
+    results: Mapping[str, Sequence[runs.RunRecord]], threshold: float, metric: str = "mse", leader: str = "ed"
+) -> list[bool]:
+    """Seed by seed (the k-th record of every method): did ``leader`` reach ``metric`` ≤ ``threshold``
+    at an earlier evaluated step than every other method (one that never reaches counts as later)?
+
+    With s_m the first such step of method m (:func:`reach`; ∞ if never): s_leader < ∞ and
+    s_leader < s_m for every other m. Steps, not seconds: the seconds depend on the machine's load.
+    """
+    if leader not in results:
+        raise ValueError(f"leader must be one of the methods {list(results)}, got {leader!r}")
+    counts = {m: len(rs) for m, rs in results.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"every method needs the same number of seeds, got {counts}")
+    out = []
+    for k in range(counts[leader]):
+        first = {m: reach(rs[k], threshold, metric)[0] for m, rs in results.items()}
+        mine = first[leader]
+        out.append(mine is not None and all(s is None or mine < s for m, s in first.items() if m != leader))
+    return out
+
+
+def reach_text(records: Sequence[runs.RunRecord], threshold: float, metric: str = "mse") -> str:
+    """``"seed 0: 5,200 it (31 s); seed 1: never"``: when each run first had ``metric`` ≤ ``threshold``."""
+    parts = []
+    for r in records:
+        step, sec = reach(r, threshold, metric)
+        parts.append(f"seed {r.spec.seed}: " + ("never" if step is None else f"{step:,} it ({sec:.0f} s)"))
+    return "; ".join(parts)
+
+
+def conditions_text(record: runs.RunRecord) -> str:
+    """The conditions a run was trained under (:attr:`edrepro.runs.RunRecord.conditions`), in words:
+    torch threads, the machine's 1-minute load average at its start and end, the CPU, the device, the date."""
+    if not isinstance(record, runs.RunRecord):
+        raise ValueError(f"record must be a RunRecord, got {record!r:.80}")
+    c = record.conditions
+    if not c:
+        return "conditions not recorded"
+    load = f"load {c['load_start']:.1f} → {c['load_end']:.1f}" if "load_end" in c else f"load {c.get('load_start', float('nan')):.1f} at start"
+    return f"{c.get('threads', '?')} thread(s), {load}, {c.get('cores', '?')} cores, {c.get('cpu', '?')}, {c.get('device', '?')}, {c.get('date', '?')}"
+
+
+def final_values(records: Sequence[runs.RunRecord], metric: str = "mse") -> list[float]:
+    """The last evaluated ``metric`` of each run; +inf for a diverged run or a non-finite value."""
+    out = []
+    for r in records:
+        value = float(r.final(metric))
+        out.append(math.inf if r.diverged or not math.isfinite(value) else value)
+    return out
+
+
+def final_text(record: runs.RunRecord, metric: str = "mse") -> str:
+    """The last evaluated ``metric`` with 3 significant digits, or the run's outcome (``"diverged at step N
+    (loss)"``) when it diverged: never a bare huge number for a diverged run. A quadrature metric whose
+    final ``edge_mass`` exceeds :data:`edrepro.metrics.EDGE_BAND_TOLERANCE` is marked "(region too
+    small)": the model's mass reaches the edge of the quadrature region, so log Z is too low."""
+    if record.diverged:
+        return record.outcome_text()
+    text = f"{float(record.final(metric)):.3g}"
+    if metric in ("mse_grid", "nll") and "edge_mass" in record.curves and record.final("edge_mass") > metrics.EDGE_BAND_TOLERANCE:
+        text += " (region too small)"
+    return text
+
+
+def comparison_claims(
+    results: Mapping[str, Sequence[runs.RunRecord]], threshold: float, metric: str = "mse", leader: str = "ed"
+) -> list[Any]:
+    """The density-estimation page's claims on one estimator ``metric``, seed by seed:
+
+    1. for every other method m: ``leader``'s final value is below m's (a diverged run counts as +inf);
+    2. ``leader`` reaches ``metric`` ≤ ``threshold`` within the budget;
+    3. no other method reaches it at an earlier or the same evaluated step (:func:`first_to_reach`).
+    """
+    from .claims import Claim
+
+    _checks.choice("metric", metric, METRICS)
+    if leader not in results or len(results) < 2:
+        raise ValueError(f"results must hold the leader {leader!r} and at least one other method, got {list(results)}")
+    name, mine = METRICS_SHORT[metric], results[leader]
+    ours = final_values(mine, metric)
+    claims = []
+    for m, rs in results.items():
+        if m == leader:
+            continue
+        theirs = final_values(rs, metric)
+        measured = "; ".join(f"seed {r.spec.seed}: {final_text(a, metric)} vs {final_text(r, metric)}" for a, r in zip(mine, rs))
+        claims.append(Claim(f"{leader.upper()}'s final {name} is below {m.upper()}'s on every seed", measured,
+                            len(ours) == len(theirs) and all(a < b for a, b in zip(ours, theirs))))
+    claims.append(Claim(f"{leader.upper()} reaches {name} ≤ {threshold:g} on every seed", reach_text(mine, threshold, metric),
+                        all(reach(r, threshold, metric)[0] is not None for r in mine)))
+    others = ". ".join(f"{m.upper()}: {reach_text(rs, threshold, metric)}" for m, rs in results.items() if m != leader)
+    claims.append(Claim(f"no other method reaches {name} ≤ {threshold:g} at an earlier iteration than {leader.upper()}, on every seed",
+                        others, all(first_to_reach(results, threshold, metric, leader))))
+    return claims
+
+
+def conditions_summary(records: Sequence[runs.RunRecord]) -> str:
+    """The conditions of several runs in one line: the distinct thread counts, CPUs and devices, the
+    range of the 1-minute load average over their starts and ends, and the range of dates."""
+    if not records or not all(isinstance(r, runs.RunRecord) for r in records):
+        raise ValueError("records must be a non-empty sequence of RunRecords")
+    cs = [r.conditions for r in records if r.conditions]
+    if not cs:
+        return "conditions not recorded"
+    def distinct(key: str) -> str:
+        return ", ".join(dict.fromkeys(str(c.get(key, "?")) for c in cs))
+    loads = [c[k] for c in cs for k in ("load_start", "load_end") if k in c]
+    dates = sorted(c["date"] for c in cs if "date" in c)
+    load = f"load {min(loads):.1f} to {max(loads):.1f}" if loads else "load not recorded"
+    when = f"{dates[0]} to {dates[-1]}" if dates and dates[0] != dates[-1] else (dates[0] if dates else "?")
+    return f"{distinct('threads')} thread(s), {load}, {distinct('cores')} cores, {distinct('cpu')}, {distinct('device')}, {when}"

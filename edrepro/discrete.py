@@ -29,6 +29,12 @@ Runs are :class:`edrepro.runs.RunSpec` values (:func:`ising_spec`, :func:`rbm_sp
 :func:`page_specs`) trained by :func:`train_ising_spec` / :func:`train_rbm_spec` through
 :func:`edrepro.train.train`; :mod:`edrepro.runs` caches, locks, checkpoints and resumes them
 (persistent chains are a model buffer, :class:`edrepro.nets.WithChains`, saved with it).
+
+**Page helpers** (the bookkeeping of the discrete-ED page): :func:`fetch` (runs keyed like their
+specs), the mixing checks :func:`start_agreement`, :func:`meeting_sweep`, :func:`burn_in_ratio`
+and :func:`mixing_table`, the scores :func:`late_mean` and :func:`ising_scores`, the tables
+:func:`ising_table` and :func:`rbm_table`, and :func:`expected_flips`, :func:`largest_rise`,
+:func:`method_label`, :func:`conditions_text`, :func:`unused_pixel_weight_ratio`.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _checks, data, losses, nets, runs, samplers, train
+from . import _checks, data, losses, nets, page, runs, samplers, train
 
 ISING_METHODS = ("ed", "pcd")
 RBM_METHODS = ("cd", "pcd", "ed")
@@ -486,17 +492,215 @@ def zero_coupling_score(side: int, sigma: float) -> float:
     return -math.log(2.0 * sigma / side)
 
 
-def markdown_table(header: list[str], rows: list[list[Any]], digits: int = 2) -> str:
-    """A markdown table; floats are written with ``digits`` decimals, None as an em dash."""
-    def cell(v: Any) -> str:
-        if v is None:
-            return "—"
-        if isinstance(v, float):
-            return "∞" if math.isinf(v) else f"{v:.{digits}f}"
-        return str(v)
+# ------------------------------------------------------------------------------------------
+# Page helpers: fetching runs, mixing diagnostics, scores and tables
+# ------------------------------------------------------------------------------------------
 
-    if any(len(r) != len(header) for r in rows):
-        raise ValueError(f"every row must have {len(header)} cells like the header")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
+
+def fetch(specs: Mapping[Any, runs.RunSpec], **kwargs: Any) -> dict[Any, runs.RunRecord]:
+    """:func:`edrepro.runs.fetch_all` of a dict of specs (e.g. :func:`ising_specs`), keyed like it.
+
+    ``kwargs`` go to ``fetch_all`` (``device``, ``fresh``, ``workers``, ...).
+    """
+    if not isinstance(specs, Mapping) or not specs:
+        raise ValueError(f"specs must be a non-empty dict of RunSpec, got {_checks._show(specs)}")
+    return dict(zip(specs, runs.fetch_all(list(specs.values()), **kwargs)))
+
+
+def _statistic(sample: IsingSample, quantity: str) -> np.ndarray:
+    """Per sweep and chain: ``"energy"`` per site or ``"abs_m"`` = |m|, shape (n_sweeps, n)."""
+    _checks.choice("quantity", quantity, ("energy", "abs_m"))
+    trace = sample.trace.double().numpy()
+    return trace[..., 1] if quantity == "energy" else np.abs(trace[..., 0])
+
+
+@dataclass
+class Agreement:
+    """The difference of two equilibrium means (aligned − random start) and its standard error."""
+
+    difference: float
+    stderr: float
+
+    @property
+    def z(self) -> float:
+        """|difference| in standard errors (∞ when the standard error is 0 or ∞ and the difference is not 0)."""
+        if self.difference == 0:
+            return 0.0
+        return abs(self.difference) / self.stderr if 0 < self.stderr < math.inf else math.inf
+
+
+def start_agreement(aligned: IsingSample, random: IsingSample, burn_in: int) -> dict[str, Agreement]:
+    """Do two sets of chains of one model agree after ``burn_in`` sweeps? For the energy per site
+    and |m|: the difference of their means over sweeps ``burn_in``…end and all chains, with the
+    standard error of that difference for correlated sweeps and independent chains,
+
+        se² = Σ_starts var·τ / (C·T),
+
+    var the variance over chains and sweeps, τ the integrated autocorrelation time
+    (:func:`integrated_time`), C chains and T sweeps; se = ∞ when τ cannot be estimated.
+    """
+    out = {}
+    for quantity in ("energy", "abs_m"):
+        means, variance = [], 0.0
+        for sample in (aligned, random):
+            x = _statistic(sample, quantity)[_checks.positive_int("burn_in", burn_in, minimum=0):]
+            if x.shape[0] < 10:
+                raise ValueError(f"burn_in={burn_in} leaves {x.shape[0]} sweeps of the trace; need at least 10")
+            tau = integrated_time(autocorrelation(x))
+            means.append(float(x.mean()))
+            variance += float(x.var()) * tau / x.size if x.var() > 0 else 0.0
+        out[quantity] = Agreement(means[0] - means[1], math.sqrt(variance) if math.isfinite(variance) else math.inf)
+    return out
+
+
+def meeting_sweep(aligned: IsingSample, random: IsingSample, quantity: str = "energy", z: float = 5.0) -> int | None:
+    """The first sweep from which on the chain averages of ``quantity`` (``"energy"`` or
+    ``"abs_m"``) of two sets of independent chains differ by at most ``z`` standard errors at
+    every later sweep, se(t)² = var_a(t)/C_a + var_r(t)/C_r; None if they differ at the last sweep.
+    """
+    z = _checks.positive("z", z)
+    a, r = _statistic(aligned, quantity), _statistic(random, quantity)
+    if a.shape[0] != r.shape[0]:
+        raise ValueError(f"aligned and random must have traces of equal length, got {a.shape[0]} and {r.shape[0]} sweeps")
+    se = np.sqrt(a.var(1) / a.shape[1] + r.var(1) / r.shape[1])
+    apart = np.abs(a.mean(1) - r.mean(1)) > z * se + 1e-12
+    if apart[-1]:
+        return None
+    last_apart = np.flatnonzero(apart)
+    return int(last_apart[-1]) + 2 if last_apart.size else 1  # sweeps are numbered from 1
+
+
+def burn_in_ratio(summary: MixingSummary, burn_in: int) -> float:
+    """``burn_in`` in units of the slower of τ_|m| and τ_E (0 when either is infinite)."""
+    burn_in = _checks.positive_int("burn_in", burn_in)
+    tau = max(summary.tau_abs_m, summary.tau_energy)
+    return burn_in / tau if math.isfinite(tau) else 0.0
+
+
+def mixing_table(aligned: Mapping[float, IsingSample], random: Mapping[float, IsingSample], burn_in: int) -> str:
+    """Markdown: per σ the τ's of the aligned-start chains (second half of ``burn_in``),
+    burn-in/max(τ_|m|, τ_E), and the equilibrium means of |m| and the energy of both starts."""
+    if set(aligned) != set(random) or not aligned:
+        raise ValueError("aligned and random must hold samples for the same, non-empty set of σ")
+    rows = []
+    for sigma in aligned:
+        mx, rs = mixing_summary(aligned[sigma], burn_in // 2), mixing_summary(random[sigma], burn_in // 2)
+        rows.append([sigma, mx.tau_m, mx.tau_abs_m, mx.tau_energy, burn_in_ratio(mx, burn_in),
+                     mx.mean_abs_m, rs.mean_abs_m, mx.mean_energy, rs.mean_energy])
+    header = ["σ", "τ_m", "τ_\\|m\\|", "τ_E", "burn-in / max(τ_\\|m\\|, τ_E)", "⟨\\|m\\|⟩ aligned",
+              "⟨\\|m\\|⟩ random", "⟨E⟩/D aligned", "⟨E⟩/D random"]
+    return page.markdown_table(header, rows, digits=3)
+
+
+def expected_flips(eps: float, d: int) -> float:
+    """Expected Hamming distance between a data point and an ED-Bern negative, 2ε(1 − ε)·D.
+
+    A negative is x ⊕ ξ ⊕ ξ' with ξ, ξ' ~ Bernoulli(ε)^D: a bit differs when exactly one of
+    its two flips happens, with probability 2ε(1 − ε).
+    """
+    eps = _checks.open_unit("eps", eps)
+    return 2.0 * eps * (1.0 - eps) * _checks.positive_int("d", d)
+
+
+def largest_rise(values: Any) -> float:
+    """The largest increase between two consecutive values, max(0, max_k v_{k+1} − v_k): how far a
+    loss-like curve (lower is better) ever went back up between two evaluations."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size < 1 or not np.isfinite(v).all():
+        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers, got {_checks._show(values)}")
+    return float(max(0.0, np.diff(v).max())) if v.size > 1 else 0.0
+
+
+def method_label(method: str, cd_steps: int = 1) -> str:
+    """The display name of a method: ``ED-Bern``, ``Persistent CD``, ``CD-k`` (k = ``cd_steps``)."""
+    _checks.choice("method", method, LABELS)
+    return f"CD-{_checks.positive_int('cd_steps', cd_steps)}" if method == "cd" else LABELS[method]
+
+
+def late_mean(record: runs.RunRecord, metric: str, fraction: float = 0.25) -> float:
+    """The mean of ``metric`` over the evaluations in the last ``fraction`` of training (steps ≥
+    (1 − fraction)·steps): the level a run settled at, less noisy than its last evaluation alone."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {_checks._show(fraction)}")
+    steps, values = record.step_curve, record.curve(metric)
+    late = [v for s, v in zip(steps, values) if s >= (1.0 - fraction) * steps[-1]]
+    return float(np.mean(late))
+
+
+def ising_scores(records: Mapping[tuple[float, str], runs.RunRecord], method: str) -> dict[float, float]:
+    """Negative log-RMSE of J by σ for one ``method`` of :func:`ising_specs`' records: its
+    :func:`late_mean` over the last quarter of training."""
+    _checks.choice("method", method, ISING_METHODS)
+    scores = {sigma: late_mean(r, "neg_log_rmse") for (sigma, m), r in records.items() if m == method}
+    if not scores:
+        raise ValueError(f"records hold no run of method {method!r}")
+    return scores
+
+
+def ising_table(records: Mapping[tuple[float, str], runs.RunRecord], side: int) -> str:
+    """Markdown: per σ the scores of ED-Bern and PCD (:func:`ising_scores`) and of J = 0 on the
+    ``side`` × ``side`` lattice, next to :data:`PAPER_ISING` (D = 100) and J = 0 on the paper's 10 × 10 lattice."""
+    ed, pcd = ising_scores(records, "ed"), ising_scores(records, "pcd")
+    d = _checks.positive_int("side", side, minimum=3) ** 2
+    rows = []
+    for sigma in ed:
+        ref = PAPER_ISING.get(sigma, {})
+        rows.append([sigma, ed[sigma], pcd.get(sigma), zero_coupling_score(side, sigma), ref.get("ed"), ref.get("gibbs"),
+                     ref.get("gwg"), zero_coupling_score(10, sigma)])
+    header = ["σ", f"ED-Bern (this page, D={d})", f"PCD (this page, D={d})", f"J = 0 (D={d})", "ED-Bern (paper, D=100)",
+              "Gibbs (paper, D=100)", "GWG (paper, D=100)", "J = 0 (D=100)"]
+    return page.markdown_table(header, rows)
+
+
+def rbm_table(records: Mapping[str, runs.RunRecord], baseline_nll: float, cd_steps: int = 1) -> str:
+    """Markdown: per RBM run the test NLL at the start, its best, its final value, the final
+    training NLL, the largest rise between two evaluations and the milliseconds per update;
+    a last row for the data-mean Bernoulli model with NLL ``baseline_nll``."""
+    rows = []
+    for method, r in records.items():
+        nll = r.curve("test_nll")
+        rows.append([method_label(method, cd_steps), nll[0], min(nll), nll[-1], r.final("train_nll"), largest_rise(nll),
+                     1000.0 / r.steps_per_second])
+    rows.append(["data-mean Bernoulli", baseline_nll, None, baseline_nll, None, None, None])
+    header = ["model", "test NLL at start", "best test NLL", "final test NLL", "final train NLL", "largest rise between evaluations",
+              "ms per update"]
+    return page.markdown_table(header, rows)
+
+
+def conditions_text(records: Any) -> str:
+    """One line on where ``records`` (a list or dict of :class:`RunRecord`) were trained: device and
+    CPU, torch threads, the range of the load average at their start and of their dates."""
+    records = list(records.values()) if isinstance(records, Mapping) else list(records)
+    if not records or not all(isinstance(r, runs.RunRecord) for r in records):
+        raise ValueError("records must be a non-empty collection of RunRecord")
+    cond = [r.conditions for r in records]
+
+    def values(key: str) -> str:
+        found = sorted({str(c[key]) for c in cond if key in c})
+        return ", ".join(found) if found else "unknown"
+
+    def span(key: str, fmt: str = "{}") -> str:
+        found = sorted(c[key] for c in cond if c.get(key) is not None)
+        if not found:
+            return "unknown"
+        lo, hi = fmt.format(found[0]), fmt.format(found[-1])
+        return lo if lo == hi else f"{lo} to {hi}"
+
+    return (f"{len(records)} runs on {values('device')} ({values('cpu')}), torch threads {values('threads')}, "
+            f"load average at their start {span('load_start', '{:.1f}')}, trained {span('date')}")
+
+
+def unused_pixel_weight_ratio(rbm: nets.RBM, x: torch.Tensor) -> tuple[int, float]:
+    """How strongly an RBM weights the pixels that no row of ``x`` switches on.
+
+    Returns (number of such pixels, RMS of their weights / RMS of the other pixels' weights);
+    the ratio is NaN when every pixel is used or none is.
+    """
+    x = _checks.binary_batch("x", x)
+    if x.shape[1] != rbm.n_visible:
+        raise ValueError(f"x must have {rbm.n_visible} columns like the RBM's visible units, got {x.shape[1]}")
+    unused = x.sum(0) == 0
+    w = rbm.weight.detach().double()
+    if unused.all() or not unused.any():
+        return int(unused.sum()), math.nan
+    return int(unused.sum()), float(w[unused].pow(2).mean().sqrt() / w[~unused].pow(2).mean().sqrt())

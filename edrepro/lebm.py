@@ -470,9 +470,16 @@ def load(record: runs.RunRecord, device: torch.device | str = "cpu") -> LEBM:
 # ----------------------------------------------------------------------------- using a trained model
 
 
+def _check_model(model: Any) -> LEBM:
+    if not isinstance(model, LEBM):
+        raise ValueError(f"model must be an LEBM (see lebm.load), got {type(model).__name__}")
+    return model
+
+
 @torch.no_grad()
 def decode(generator: nn.Module, z: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """g(z) in batches, on the CPU."""
+    _checks.positive_int("batch_size", batch_size)
     return torch.cat([generator(z[k : k + batch_size]).cpu() for k in range(0, len(z), batch_size)])
 
 
@@ -494,14 +501,17 @@ def _nz(prior: nn.Module) -> int:
 
 
 def generate(
-    model: TrainedLEBM, n: int, n_steps: int = 500, step_size: float = 0.2, rng: torch.Generator | None = None,
+    model: LEBM, n: int, n_steps: int = 500, step_size: float = 0.2, rng: torch.Generator | None = None,
     prior: str = "ema", progress: bool = False,
 ) -> torch.Tensor:
-    """n images (n, 1, 28, 28) on the CPU from ``model``: prior Langevin, then the generator.
+    """n images (n, 1, 28, 28) on the CPU from ``model``: z from the prior, then x = g(z).
 
-    ``prior`` = "ema" (the EMA of the prior, our default), "last" (the last prior iterate) or
-    "gaussian" (z ~ N(0, I): the same generator without the learned prior).
+    ``prior`` = "ema" (``n_steps`` Langevin steps of size ``step_size`` on the EMA of the prior,
+    our default), "last" (the same on the last prior iterate) or "gaussian" (z ~ N(0, I): the same
+    generator without the learned prior).
     """
+    _check_model(model)
+    n = _checks.positive_int("n", n)
     _checks.choice("prior", prior, ("ema", "last", "gaussian"))
     device = next(model.generator.parameters()).device
     if prior == "gaussian":
@@ -513,12 +523,14 @@ def generate(
 
 
 def reconstruct(
-    model: TrainedLEBM, x: torch.Tensor, rng: torch.Generator | None = None, batch_size: int = 500,
+    model: LEBM, x: torch.Tensor, rng: torch.Generator | None = None, batch_size: int = 500,
     n_steps: int | None = None, prior: str = "ema",
 ) -> torch.Tensor:
     """g(z) with z from the training posterior sampler (``post_steps`` Langevin steps from N(0, I)) given x."""
+    cfg = _check_model(model).config
+    _check_images(x)
+    _checks.positive_int("batch_size", batch_size)
     _checks.choice("prior", prior, ("ema", "last"))
-    cfg = model.config
     device = next(model.generator.parameters()).device
     energy = model.ema_prior if prior == "ema" else model.prior
     out = []
@@ -530,7 +542,78 @@ def reconstruct(
     return torch.cat(out)
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- the chapter's bookkeeping
+
+AUTHORS_SECONDS_PER_ITERATION = 1.73
+"""Seconds per training iteration in the authors' training log (their settings, one GPU): a reported value."""
+
+MNIST_TRAIN_SIZE = 60_000
+
+
+def iterations(config: LEBMConfig, n_available: int = MNIST_TRAIN_SIZE) -> int:
+    """Training iterations of a run: epochs · ⌈n / batch_size⌉ with n = min(n_train, n_available)."""
+    if not isinstance(config, LEBMConfig):
+        raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
+    n_available = _checks.positive_int("n_available", n_available)
+    n = n_available if config.n_train is None else min(config.n_train, n_available)
+    return config.epochs * math.ceil(n / config.batch_size)
+
+
+def generator_size(ngf: int, nz: int = 64) -> int:
+    """Parameters of :class:`Generator` (nz, ngf): Σ over its four transposed convolutions of c_in·c_out·k² + c_out."""
+    ngf, nz = _checks.positive_int("ngf", ngf), _checks.positive_int("nz", nz)
+    layers = ((nz, 8 * ngf, 4), (8 * ngf, 4 * ngf, 3), (4 * ngf, 2 * ngf, 4), (2 * ngf, 1, 4))
+    return sum(c_in * c_out * k * k + c_out for c_in, c_out, k in layers)
+
+
+def departures(config: LEBMConfig, reference: LEBMConfig | None = None) -> list[tuple[str, Any, Any]]:
+    """(setting, value in ``config``, value in ``reference``) for every setting where the two differ.
+
+    ``reference`` defaults to the authors' settings with the same prior loss and seed, so the list
+    is what a profile changes relative to the paper (empty under ``paper``).
+    """
+    if not isinstance(config, LEBMConfig):
+        raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
+    if reference is None:
+        reference = LEBMConfig(prior_loss=config.prior_loss, seed=config.seed)
+    if not isinstance(reference, LEBMConfig):
+        raise ValueError(f"reference must be an LEBMConfig or None, got {type(reference).__name__}")
+    mine, theirs = config.to_dict(), reference.to_dict()
+    return [(k, v, theirs[k]) for k, v in mine.items() if v != theirs[k]]
+
+
+def moving_average(values: Any, window: int = 25) -> np.ndarray:
+    """Means of ``k`` consecutive values, k = min(window, max(1, len/10)) (the 'valid' part: len − k + 1 values).
+
+    The window shrinks for short series so that a smoothed curve keeps at least 10 windows' worth of points.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {values.shape}")
+    k = max(1, min(_checks.positive_int("window", window), len(values) // 10))
+    return np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+def seconds_per_iteration(record: runs.RunRecord) -> float:
+    """Training seconds per iteration of an LEBM run (``train_seconds / steps``; evaluation excluded)."""
+    if not isinstance(record, runs.RunRecord) or record.spec.kind != "lebm":
+        raise ValueError(f"record must be the RunRecord of an LEBM run, got {record!r:.80}")
+    if record.steps < 1:
+        raise ValueError(f"run {record.spec.label} has no training iterations")
+    return record.train_seconds / record.steps
+
+
+def run_line(record: runs.RunRecord, name: str) -> str:
+    """One line on how run ``record`` was obtained: cached or trained, iterations, seconds, outcome, conditions."""
+    spi = seconds_per_iteration(record)
+    c = record.conditions
+    where = f"{c.get('cpu', '?')}, {c.get('threads', '?')} torch thread(s), device {c.get('device', '?')}, load {c.get('load_start', '?')}→{c.get('load_end', '?')}"
+    how = "loaded from the cache" if record.cached else "trained"
+    return (f"{name} ({how}): {record.steps:,} iterations, {record.train_seconds:.1f} s of training, "
+            f"{spi:.3f} s per iteration, {record.outcome_text()}; trained on {where}")
+
+
+# ----------------------------------------------------------------------------- the chapter's parameters and command line
 
 # Chapter parameter → LEBMConfig field (parameters not listed keep the authors' value).
 PARAM_TO_CONFIG = {
@@ -541,22 +624,51 @@ PARAM_TO_CONFIG = {
 }
 
 
-def config_from_params(params: dict[str, Any], prior_loss: str) -> LEBMConfig:
-    """The LEBMConfig of the chapter's parameters (a dict as in notebooks/params/edlebm_mnist/*.yaml)."""
+def config_from_params(params: Mapping[str, Any], prior_loss: str) -> LEBMConfig:
+    """The LEBMConfig of the chapter's parameters (a dict as in notebooks/params/edlebm_mnist/*.yaml).
+
+    Parameters of :data:`PARAM_TO_CONFIG` that ``params`` lacks keep the authors' values; the
+    others (evaluation, device, ...) do not change the training run.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a mapping of the chapter's parameters, got {type(params).__name__}")
+    _checks.choice("prior_loss", prior_loss, PRIOR_LOSSES)
     known = {k: params[k] for k in PARAM_TO_CONFIG if k in params}
     return LEBMConfig(prior_loss=prior_loss, **{PARAM_TO_CONFIG[k]: v for k, v in known.items()})
 
 
 def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
-    """The runs of the ED-LEBM page for its parameters: the ED-LEBM, the CD-LEBM and the FID classifier."""
+    """The runs of the ED-LEBM page for its parameters: [ED-LEBM, CD-LEBM, the FID classifier].
+
+    The LEBMs use ``seed``; the classifier has its own ``classifier_seed``, so that pages run with
+    different seeds measure their FIDs with one and the same feature network.
+    """
     from .mnist_eval import ClassifierSettings, classifier_spec
 
-    classifier = ClassifierSettings(epochs=params["classifier_epochs"], n_train=params["classifier_n_train"], seed=params["seed"])
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a mapping of the chapter's parameters, got {type(params).__name__}")
+    missing = [k for k in ("seed", "classifier_seed", "classifier_epochs", "classifier_n_train") if k not in params]
+    if missing:
+        raise ValueError(f"params lacks the chapter parameter(s) {missing}")
+    classifier = ClassifierSettings(epochs=params["classifier_epochs"], n_train=params["classifier_n_train"], seed=params["classifier_seed"])
     return [spec(config_from_params(params, "ed")), spec(config_from_params(params, "cd")), classifier_spec(classifier)]
 
 
+def _overrides(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as KEY → VALUE text; ValueError for an item without '=' or a key."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (key, eq, _) in zip(items, pairs) if not eq or not key.strip()]
+    if bad:
+        raise ValueError(f"--set takes KEY=VALUE items, got {bad[0]!r}")
+    return {key.strip(): value for key, _, value in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edrepro.lebm [--profile quick] [--prior ed cd] [--set KEY=VALUE ...]``: train (or resume) the LEBM runs."""
+    """``python -m edrepro.lebm [--profile quick] [--prior ed cd] [--set KEY=VALUE ...]``: train (or resume) the LEBM runs.
+
+    The parameters are the page's (:func:`edrepro.pipeline.effective_params`), so an unknown key or
+    a value the schema forbids stops the command before any work (exit status 2).
+    """
     from . import parameters
     from .pipeline import effective_params, find_root
 
@@ -569,8 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        overrides = dict(item.partition("=")[::2] for item in args.set)
-        params = effective_params(find_root(), "edlebm_mnist", args.profile, overrides)
+        params = effective_params(find_root(), "edlebm_mnist", args.profile, _overrides(args.set))
     except (parameters.ParameterError, ValueError) as error:
         print(f"error: {error}", flush=True)
         return 2

@@ -233,3 +233,43 @@ def reconstruction_mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
         raise ValueError(f"x and x_hat must be tensors of the same shape, got {getattr(x, 'shape', x)} and {getattr(x_hat, 'shape', x_hat)}")
     return float((((x.double() - x_hat.double()) / 2) ** 2).mean())
 
+
+
+# ----------------------------------------------------------------------------- the chapter's evaluation helpers
+
+
+def mean_image_mse(train_images: torch.Tensor, test_images: torch.Tensor) -> float:
+    """The reconstruction MSE of the trivial model that answers every test image with the mean training image.
+
+    (1/N) Σ_i mean_pixels ((x_i − x̄)/2)² for images in [−1, 1] (pixels on the [0, 1] scale, as
+    :func:`reconstruction_mse`): the yardstick a reconstruction must beat to carry any information
+    about the particular image.
+    """
+    for name, images in (("train_images", train_images), ("test_images", test_images)):
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1:] != (1, 28, 28) or len(images) == 0:
+            raise ValueError(f"{name} must be a non-empty tensor of shape (N, 1, 28, 28), got {getattr(images, 'shape', type(images))}")
+    mean = train_images.double().mean(0, keepdim=True)
+    return reconstruction_mse(test_images, mean.expand_as(test_images).to(test_images.dtype))
+
+
+def random_subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` distinct images drawn at random (fixed by ``seed``) from ``images``."""
+    if not isinstance(images, torch.Tensor) or images.ndim < 1:
+        raise ValueError(f"images must be a tensor with a batch dimension, got {type(images).__name__}")
+    n = _checks.positive_int("n", n)
+    if n > len(images):
+        raise ValueError(f"n must be at most the number of images ({len(images)}), got {n}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def classifier_line(record: runs.RunRecord) -> str:
+    """One line on the feature classifier's run: how it was trained, its test accuracy, cached or trained."""
+    if not isinstance(record, runs.RunRecord) or record.spec.kind != "classifier":
+        raise ValueError(f"record must be the RunRecord of a classifier run, got {record!r:.80}")
+    s = record.spec
+    settings = ClassifierSettings(epochs=s.budget, seed=s.seed, **s.hparams)
+    how = "loaded from the cache" if record.cached else "trained"
+    return (f"{settings.describe()}: test accuracy {100 * record.info['test_accuracy']:.2f} % "
+            f"({how}; {record.train_seconds:.0f} s of training)")

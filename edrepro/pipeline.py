@@ -428,6 +428,7 @@ PAGE_RUNS: dict[str, str] = {
     "density_benchmark": "edrepro.benchmark:page_specs",
     "discrete_ed": "edrepro.discrete:page_specs",
     "edlebm_mnist": "edrepro.lebm:page_specs",
+    "performance": "edrepro.speed:page_specs",
 }
 """Notebook → the chapter function listing the training runs its page needs (the function the page calls)."""
 

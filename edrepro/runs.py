@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -542,11 +543,18 @@ def fetch_all(
         for spec in specs:
             clear(spec, root)
     missing = [s for s in specs if done(s, root) is None]
-    if workers > 1 and len(missing) > 1:
-        summary = sweep(missing, workers=workers, root=root, progress=progress, echo=echo or (lambda *_: None))
+    if workers > 1 and len(missing) > 1 and not _has_dask():
+        if echo is not None:
+            echo(f"Dask distributed is not installed (pip install 'edrepro[cluster]'): training {len(missing)} runs one by one here")
+    elif workers > 1 and len(missing) > 1:
+        summary = sweep(missing, workers=workers, root=root, progress=progress, echo=echo or (lambda *_, **__: None))
         if summary.failed:
             raise RunFailed(summary.failure_text())
     return [fetch(s, root=root, device=device, progress=progress, echo=echo) for s in specs]
+
+
+def _has_dask() -> bool:
+    return importlib.util.find_spec("distributed") is not None
 
 
 def _check_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:

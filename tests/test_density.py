@@ -228,3 +228,115 @@ def test_bad_input_is_named(run):
         density.curve_band([])
     with pytest.raises(ValueError, match="record must be the RunRecord of a 2-D density run"):
         density.energy("not a record")
+
+
+# ----------------------------------------------------------------------------- page helpers
+
+
+def _rec(method, seed, mse, grid=None, steps=(0, 10, 20, 30), status="finished", diverged_at=None, conditions=None):
+    """A RunRecord of ``method`` with given curves of both estimators (for the page helpers)."""
+    spec = density.spec(method, seed=seed, n_steps=steps[-1], eval_every=10, metrics=["mse", "mse_grid"])
+    curves = {"step": list(steps), "seconds": [float(s) / 10 for s in steps], "mse": list(mse), "mse_grid": list(grid or mse)}
+    return density.runs.RunRecord(spec, status, curves, {}, steps[-1], steps[-1] / 10, diverged_at=diverged_at,
+                                  nonfinite="loss" if diverged_at else None, conditions=conditions or {})
+
+
+PAGE = dict(seed=2, n_seeds=2, dataset="25gaussians", n_steps=20, batch_size=16, lr=1e-3, ema_decay=0.999, eval_every=10,
+            eval_samples=100, ed_t=1.0, ed_m=4, ed_w=1.0, cd_steps=3, cd_step_size=0.005, cd_reg=0.3)
+
+
+def test_page_specs_record_both_estimators():
+    specs = density.page_specs(PAGE)
+    assert [(s.method, s.seed) for s in specs] == [("ed", 2), ("ed", 3), ("sm", 2), ("sm", 3), ("cd", 2), ("cd", 3)]
+    assert all(s.settings["metrics"] == ["mse", "mse_grid"] for s in specs)
+    assert specs[0].hparams == {"t": 1.0, "m_particles": 4, "w": 1.0} and specs[4].hparams["n_steps"] == 3
+    grouped = density.by_method([_rec(s.method, s.seed, [1.0, 0.5, 0.2, 0.1]) for s in specs])
+    assert list(grouped) == ["ed", "sm", "cd"] and [r.spec.seed for r in grouped["cd"]] == [2, 3]
+    with pytest.raises(ValueError, match="records must hold RunRecords"):
+        density.by_method(["x"])
+
+
+def test_first_to_reach_compares_steps_seed_by_seed():
+    ed = [_rec("ed", 0, [3, 0.5, 0.08, 0.05]), _rec("ed", 1, [3, 0.5, 0.3, 0.2])]
+    sm = [_rec("sm", 0, [3, 2, 2, 2]), _rec("sm", 1, [3, 2, 2, 2])]
+    cd = [_rec("cd", 0, [3, 0.5, 0.09, 0.5]), _rec("cd", 1, [3, 0.05, 0.5, 0.5])]
+    # seed 0: ED and CD both first reach at step 20 (a tie is not "earlier"); seed 1: ED never does
+    assert density.first_to_reach({"ed": ed, "sm": sm}, 0.1) == [True, False]
+    assert density.first_to_reach({"ed": ed, "sm": sm, "cd": cd}, 0.1) == [False, False]
+    assert density.first_to_reach({"ed": ed, "cd": cd}, 0.1, leader="cd") == [False, True]
+    assert density.reach_text(ed, 0.1) == "seed 0: 20 it (2 s); seed 1: never"
+    with pytest.raises(ValueError, match="leader must be one of"):
+        density.first_to_reach({"sm": sm}, 0.1)
+    with pytest.raises(ValueError, match="same number of seeds"):
+        density.first_to_reach({"ed": ed, "sm": sm[:1]}, 0.1)
+
+
+def test_final_values_and_text_never_show_a_diverged_number():
+    ok, bad = _rec("ed", 0, [3, 1, 0.5, 0.1234]), _rec("ed", 1, [3, 1, 0.5, 1e30], status="diverged", diverged_at=25)
+    nan = _rec("ed", 2, [3, 1, 0.5, float("nan")])
+    assert density.final_values([ok, bad, nan]) == [0.1234, math.inf, math.inf]
+    assert density.final_text(ok) == "0.123" and density.final_text(bad) == "diverged at step 25 (loss)"
+    ok.curves["edge_mass"] = [0.0, 0.0, 0.0, 0.5]
+    assert density.final_text(ok, "mse_grid") == "0.123 (region too small)" and density.final_text(ok, "mse") == "0.123"
+
+
+def test_comparison_claims_hold_only_when_ed_wins_on_every_seed():
+    ed = [_rec("ed", 0, [3, 0.5, 0.08, 0.05], grid=[30, 5, 0.2, 0.09]), _rec("ed", 1, [3, 0.4, 0.09, 0.06])]
+    sm = [_rec("sm", 0, [3, 2, 2, 2]), _rec("sm", 1, [3, 2, 2, 2])]
+    cd = [_rec("cd", 0, [3, 1, 0.5, 0.5]), _rec("cd", 1, [3, 1, 0.5, 0.04])]
+    claims = density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "mse")
+    assert len(claims) == 3 and all(c.holds for c in claims)
+    assert claims[0].statement == "ED's final MSE is below SM's on every seed"
+    grid = density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "mse_grid")
+    assert all(c.holds for c in grid) and "MSE (quadrature) ≤ 0.1" in grid[1].statement
+    assert grid[1].measured.startswith("seed 0: 30 it")
+    with_cd = density.comparison_claims({"ed": ed, "sm": sm, "cd": cd}, 0.1, "mse")
+    assert [c.holds for c in with_cd] == [True, False, True, True]  # CD's last value on seed 1 is below ED's
+    diverged_sm = [_rec("sm", 0, [3, 2, 2, 1e-9], status="diverged", diverged_at=25), sm[1]]
+    assert density.comparison_claims({"ed": ed, "sm": diverged_sm}, 0.1)[0].holds  # a diverged run counts as +inf
+    with pytest.raises(ValueError, match="metric must be one of"):
+        density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "kl")
+    with pytest.raises(ValueError, match="leader 'ed' and at least one other"):
+        density.comparison_claims({"ed": ed}, 0.1)
+
+
+def test_conditions_in_words():
+    c = {"threads": 1, "cores": 2, "cpu": "Xeon", "device": "cpu", "date": "2026-01-01 10:00", "load_start": 0.5, "load_end": 1.25}
+    a = _rec("ed", 0, [1, 1, 1, 1], conditions=c)
+    b = _rec("ed", 1, [1, 1, 1, 1], conditions={**c, "load_start": 3.0, "load_end": 2.0, "date": "2026-01-01 11:00"})
+    assert density.conditions_text(a) == "1 thread(s), load 0.5 → 1.2, 2 cores, Xeon, cpu, 2026-01-01 10:00"
+    assert density.conditions_text(_rec("ed", 0, [1, 1, 1, 1])) == "conditions not recorded"
+    assert density.conditions_summary([a, b]) == "1 thread(s), load 0.5 to 3.0, 2 cores, Xeon, cpu, 2026-01-01 10:00 to 2026-01-01 11:00"
+    with pytest.raises(ValueError, match="record must be a RunRecord"):
+        density.conditions_text(None)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        density.conditions_summary([])
+
+
+def _page_defaults(name):
+    import ast
+
+    import jupytext
+
+    from .conftest import ROOT
+
+    cells = [c for c in jupytext.read(ROOT / "notebooks" / f"{name}.md").cells if c.cell_type == "code"]
+    k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
+    tree = ast.parse(cells[k].source)
+    return cells, k, {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)}
+
+
+def test_density_estimation_parameters_are_checked_first():
+    from edrepro import parameters, pipeline
+
+    from .conftest import ROOT
+
+    cells, k, defaults = _page_defaults("density_estimation")
+    assert set(parameters.schema("density_estimation")) == set(defaults)
+    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("density_estimation", globals())'
+    assert parameters.check_notebook("density_estimation", defaults) == defaults
+    for profile in pipeline.PROFILES:
+        parameters.check("density_estimation", pipeline.load_params(ROOT, "density_estimation", profile))
+    for key, value in (("n_seeds", 0), ("workers", 0), ("dataset", "pinwheel"), ("threshold", 0.0), ("cpu_threads", -1), ("ed_m", 0)):
+        with pytest.raises(parameters.ParameterError, match=key):
+            parameters.check_notebook("density_estimation", {**defaults, key: value})

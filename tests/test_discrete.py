@@ -359,3 +359,161 @@ def test_bernoulli_ed_of_an_rbm_runs_on_the_free_energy():
     loss = losses.bernoulli_energy_discrepancy(rbm, x, 0.2, 4, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and rbm.weight.grad is not None
+
+
+# ------------------------------------------------------------------ page helpers
+
+
+def _record(spec: runs.RunSpec, curves: dict, seconds: float = 2.0, conditions: dict | None = None) -> runs.RunRecord:
+    n = len(next(iter(curves.values())))
+    steps = [100 * k for k in range(n)]
+    return runs.RunRecord(spec, "finished", {"step": steps, "seconds": [seconds * k / max(n - 1, 1) for k in range(n)], **curves},
+                          {}, steps[-1], seconds, conditions=conditions or {})
+
+
+def test_fetch_keeps_the_keys_of_the_specs(tmp_path):
+    kw = dict(n_samples=100, burn_in=20, batch_size=50, eval_every=10, n_chains=16, m_particles=4)
+    specs = {(0.2, m): discrete.ising_spec(m, 3, 0.2, 10, **kw) for m in discrete.ISING_METHODS}
+    records = discrete.fetch(specs, root=tmp_path, progress=False, echo=None)
+    assert list(records) == list(specs) and all(records[k].spec == specs[k] for k in specs)
+    with pytest.raises(ValueError, match="specs"):
+        discrete.fetch({})
+
+
+def test_start_agreement_and_meeting_sweep_tell_equal_from_different_chains():
+    g = torch.Generator().manual_seed(0)
+    coupling = discrete.ising_coupling(4, 0.15)
+    aligned = discrete.sample_ising(coupling, 400, 120, "aligned", g)
+    random = discrete.sample_ising(coupling, 400, 120, "random", g)
+    other = discrete.sample_ising(discrete.ising_coupling(4, 0.4), 400, 120, "random", g)
+    same = discrete.start_agreement(aligned, random, 60)
+    assert set(same) == {"energy", "abs_m"} and all(a.z < 4 and 0 < a.stderr < 0.05 for a in same.values())
+    assert discrete.start_agreement(aligned, other, 60)["energy"].z > 50
+    assert 1 <= discrete.meeting_sweep(aligned, random, "energy") < 60
+    assert discrete.meeting_sweep(aligned, other, "energy") is None
+    assert discrete.Agreement(0.0, 0.0).z == 0 and discrete.Agreement(0.1, math.inf).z == math.inf
+    with pytest.raises(ValueError, match="quantity"):
+        discrete.meeting_sweep(aligned, random, "m")
+    with pytest.raises(ValueError, match="burn_in"):
+        discrete.start_agreement(aligned, random, 115)
+
+
+def test_burn_in_ratio_and_mixing_table():
+    summary = discrete.MixingSummary(tau_m=math.inf, tau_abs_m=4.0, tau_energy=5.0, mean_abs_m=0.5, mean_energy=-1.0)
+    assert discrete.burn_in_ratio(summary, 100) == 20.0
+    assert discrete.burn_in_ratio(discrete.MixingSummary(1.0, math.inf, 1.0, 0.5, -1.0), 100) == 0.0
+    g = torch.Generator().manual_seed(1)
+    coupling = discrete.ising_coupling(3, 0.1)
+    aligned = {0.1: discrete.sample_ising(coupling, 50, 40, "aligned", g)}
+    table = discrete.mixing_table(aligned, {0.1: discrete.sample_ising(coupling, 50, 40, "random", g)}, 40)
+    assert table.count("\n") == 2 and table.startswith("| σ | τ_m")
+    with pytest.raises(ValueError, match="same"):
+        discrete.mixing_table(aligned, {}, 40)
+
+
+def test_expected_flips_is_the_mean_hamming_distance_of_a_negative():
+    assert discrete.expected_flips(0.1, 100) == pytest.approx(18.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(20_000, 10)
+    y = (x + (torch.rand(x.shape, generator=g) < 0.3).float()) % 2
+    neg = (y + (torch.rand(x.shape, generator=g) < 0.3).float()) % 2
+    assert neg.sum(1).mean().item() == pytest.approx(discrete.expected_flips(0.3, 10), rel=0.02)
+    with pytest.raises(ValueError, match="eps"):
+        discrete.expected_flips(0.0, 10)
+
+
+def test_largest_rise_and_method_labels():
+    assert discrete.largest_rise([5.0, 3.0, 4.5, 2.0, 2.5]) == 1.5
+    assert discrete.largest_rise([3.0, 2.0, 1.0]) == 0.0 and discrete.largest_rise([1.0]) == 0.0
+    with pytest.raises(ValueError, match="values"):
+        discrete.largest_rise([1.0, math.nan])
+    assert discrete.method_label("cd", 3) == "CD-3" and discrete.method_label("ed") == "ED-Bern"
+    with pytest.raises(ValueError, match="method"):
+        discrete.method_label("sm")
+
+
+def test_late_mean_averages_the_last_part_of_training():
+    record = _record(discrete.ising_spec("ed", 3, 0.2, 10), {"neg_log_rmse": [0.0, 1.0, 2.0, 3.0, 5.0]})  # steps 0…400
+    assert discrete.late_mean(record, "neg_log_rmse") == 4.0  # steps 300 and 400
+    assert discrete.late_mean(record, "neg_log_rmse", 0.5) == pytest.approx(10.0 / 3.0)
+    assert discrete.late_mean(record, "neg_log_rmse", 1) == 2.2
+    with pytest.raises(ValueError, match="fraction"):
+        discrete.late_mean(record, "neg_log_rmse", 0.0)
+    with pytest.raises(ValueError, match="metric"):
+        discrete.late_mean(record, "test_nll")
+
+
+def test_ising_scores_and_table():
+    records = {(s, m): _record(discrete.ising_spec(m, 5, s, 10), {"neg_log_rmse": [1.0, 3.0 + s + (m == "pcd")]})
+               for s in (0.1, 0.2) for m in discrete.ISING_METHODS}
+    assert discrete.ising_scores(records, "ed") == {0.1: 3.1, 0.2: 3.2}
+    table = discrete.ising_table(records, 5)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 2 and rows[0].startswith("| 0.10 | 3.10 | 4.10 | 3.22 | 5.10 | 4.80 | 4.80 | 3.91 |")
+    with pytest.raises(ValueError, match="method"):
+        discrete.ising_scores({k: v for k, v in records.items() if k[1] == "ed"}, "pcd")
+
+
+def test_rbm_table_and_conditions_text():
+    cond = {"device": "cpu", "cpu": "X", "threads": 1, "load_start": 0.5, "date": "2026-01-01 10:00"}
+    records = {m: _record(discrete.rbm_spec(m, 4, 20), {"test_nll": [200.0, 180.0, 185.0, 170.0], "train_nll": [199.0, 170.0, 171.0, 165.0]},
+                          conditions=cond) for m in discrete.RBM_METHODS}
+    rows = discrete.rbm_table(records, 200.0, cd_steps=1).splitlines()[2:]
+    assert rows[0] == "| CD-1 | 200.00 | 170.00 | 170.00 | 165.00 | 5.00 | 6.67 |" and rows[-1].startswith("| data-mean Bernoulli | 200.00 | — |")
+    text = discrete.conditions_text(records)
+    assert text.startswith("3 runs on cpu (X), torch threads 1, load average at their start 0.5") and "2026-01-01 10:00" in text
+    with pytest.raises(ValueError, match="records"):
+        discrete.conditions_text([])
+
+
+def test_unused_pixel_weight_ratio():
+    rbm = tiny_rbm(4, 2)
+    with torch.no_grad():
+        rbm.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]))
+    x = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    n, ratio = discrete.unused_pixel_weight_ratio(rbm, x)
+    assert n == 1 and ratio == pytest.approx(2.0 / math.sqrt(2.0 / 3.0))
+    assert math.isnan(discrete.unused_pixel_weight_ratio(rbm, torch.ones(2, 4))[1])
+    with pytest.raises(ValueError, match="columns"):
+        discrete.unused_pixel_weight_ratio(rbm, torch.ones(2, 3))
+
+
+# ------------------------------------------------------------------ the page's parameters
+
+
+def _page_defaults() -> dict:
+    import ast
+
+    import jupytext
+
+    from .conftest import ROOT
+
+    cells = [c for c in jupytext.read(ROOT / "notebooks" / "discrete_ed.md").cells if c.cell_type == "code"]
+    k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
+    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("discrete_ed", globals())'
+    tree = ast.parse(cells[k].source)
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)}
+
+
+def test_page_parameters_match_the_schema_and_every_profile():
+    from edrepro import parameters, pipeline
+
+    from .conftest import ROOT
+
+    defaults = _page_defaults()
+    assert set(parameters.schema("discrete_ed")) == set(defaults)
+    assert parameters.check_notebook("discrete_ed", defaults) == defaults
+    assert pipeline.load_params(ROOT, "discrete_ed", "quick") == defaults
+    for profile in pipeline.PROFILES:
+        params = pipeline.load_params(ROOT, "discrete_ed", profile)
+        parameters.check("discrete_ed", params, complete=True)
+        assert {s.kind for s in discrete.page_specs(params)} == {"ising", "rbm"}
+
+
+@pytest.mark.parametrize("key, value", [("rbm_m_particles", 0), ("m_particles", 0), ("sigmas", []), ("ising_eps", 1.0),
+                                        ("n_hidden", 27), ("burn_in", 10), ("cpu_threads", -1), ("reuse_runs", "yes")])
+def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
+    from edrepro import parameters
+
+    with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'discrete_ed'"):
+        parameters.check_notebook("discrete_ed", {**_page_defaults(), key: value})

@@ -234,3 +234,99 @@ def test_killed_cli_run_resumes(tmp_path):
     assert record.series["loss_g"] == pytest.approx(reference.series["loss_g"], rel=1e-4)
     for p, q in zip(lebm.load(record).generator.parameters(), reference.models["generator"].parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the chapter's bookkeeping and command line
+
+
+def fake_record(config: lebm.LEBMConfig, steps: int = 10, seconds: float = 2.0, **extra) -> runs.RunRecord:
+    return runs.RunRecord(
+        spec=lebm.spec(config), status="finished", curves={"step": [steps], "seconds": [seconds]}, series={},
+        steps=steps, train_seconds=seconds, conditions={"cpu": "test CPU", "threads": 1, "device": "cpu", "load_start": 0.5, "load_end": 0.7},
+        **extra,
+    )
+
+
+def test_cli_rejects_unknown_and_malformed_parameters(capsys):
+    assert lebm.main(["--profile", "smoke", "--set", "epochz=3"]) != 0
+    out = capsys.readouterr().out
+    assert "epochz" in out and "epochs" in out  # names the typo and suggests the parameter
+    assert lebm.main(["--profile", "smoke", "--set", "epochs"]) != 0
+    assert "KEY=VALUE" in capsys.readouterr().out
+    assert lebm.main(["--profile", "smoke", "--set", "epochs=0"]) != 0
+    assert "epochs" in capsys.readouterr().out
+
+
+def test_cli_exits_non_zero_on_an_unknown_key_from_the_shell():
+    result = subprocess.run([sys.executable, "-m", "edrepro.lebm", "--profile", "smoke", "--set", "epochz=3"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "epochz" in result.stdout + result.stderr
+
+
+def test_page_specs_are_the_two_lebms_and_the_classifier(root):
+    from edrepro import pipeline
+
+    params = pipeline.effective_params(root, "edlebm_mnist", "quick")
+    ed, cd, classifier = lebm.page_specs(params)
+    assert (ed.kind, ed.method, cd.kind, cd.method, classifier.kind) == ("lebm", "ed", "lebm", "cd", "classifier")
+    assert lebm.config_of(ed) == lebm.config_from_params(params, "ed") and ed.seed == cd.seed == params["seed"]
+    assert classifier.seed == params["classifier_seed"]
+    other = lebm.page_specs({**params, "seed": params["seed"] + 1})
+    assert other[0].key != ed.key and other[2].key == classifier.key  # one classifier for every seed
+    with pytest.raises(ValueError, match="classifier_epochs"):
+        lebm.page_specs({k: v for k, v in params.items() if k != "classifier_epochs"})
+    with pytest.raises(ValueError, match="prior_loss"):
+        lebm.config_from_params(params, "sm")
+
+
+def test_iterations_generator_size_and_departures():
+    authors = lebm.LEBMConfig()
+    assert lebm.iterations(authors) == 30 * 235  # ⌈60 000 / 256⌉ = 235 batches per epoch
+    assert lebm.iterations(authors.replace(n_train=100, batch_size=64, epochs=2)) == 2 * 2
+    assert lebm.iterations(authors.replace(n_train=10**6), n_available=512) == 30 * 2
+    for ngf, nz in ((128, 64), (3, 5)):
+        assert lebm.generator_size(ngf, nz) == sum(p.numel() for p in lebm.Generator(nz, ngf).parameters())
+    assert lebm.departures(authors) == [] and lebm.departures(authors.replace(prior_loss="cd", seed=4)) == []
+    assert lebm.departures(authors.replace(ngf=16, lr_g=5e-4)) == [("ngf", 16, 128), ("lr_g", 5e-4, 1e-4)]
+    with pytest.raises(ValueError, match="config"):
+        lebm.iterations({"epochs": 1})
+    with pytest.raises(ValueError, match="ngf"):
+        lebm.generator_size(0)
+
+
+def test_moving_average():
+    assert lebm.moving_average([1.0, 2.0, 3.0, 4.0], window=2).tolist() == [1.0, 2.0, 3.0, 4.0]  # window ≤ len/10 → 1
+    values = list(range(100))
+    smooth = lebm.moving_average(values, window=5)
+    assert len(smooth) == 96 and smooth[0] == pytest.approx(2.0) and smooth[-1] == pytest.approx(97.0)
+    assert len(lebm.moving_average(values, window=25)) == 91  # shrinks to len/10 = 10
+    with pytest.raises(ValueError, match="values"):
+        lebm.moving_average([])
+    with pytest.raises(ValueError, match="window"):
+        lebm.moving_average(values, window=0)
+
+
+def test_seconds_per_iteration_and_run_line():
+    record = fake_record(lebm.LEBMConfig(**TINY), steps=10, seconds=2.0)
+    assert lebm.seconds_per_iteration(record) == pytest.approx(0.2)
+    line = lebm.run_line(record, "ED-LEBM")
+    assert line.startswith("ED-LEBM (trained): 10 iterations") and "0.200 s per iteration" in line and "finished" in line
+    assert "test CPU" in line and "load 0.5→0.7" in line
+    record.cached = True
+    assert "loaded from the cache" in lebm.run_line(record, "ED-LEBM")
+    with pytest.raises(ValueError, match="no training iterations"):
+        lebm.seconds_per_iteration(fake_record(lebm.LEBMConfig(**TINY), steps=0))
+    with pytest.raises(ValueError, match="record"):
+        lebm.seconds_per_iteration("not a record")
+
+
+def test_generate_and_reconstruct_validate_their_input():
+    cfg = lebm.LEBMConfig(**TINY)
+    gen, prior = lebm.build_models(cfg)
+    model = lebm.LEBM(cfg, gen, prior, prior)
+    with pytest.raises(ValueError, match="model"):
+        lebm.generate(gen, 3)
+    with pytest.raises(ValueError, match="n must"):
+        lebm.generate(model, 0)
+    with pytest.raises(ValueError, match="images"):
+        lebm.reconstruct(model, torch.zeros(3, 28, 28))

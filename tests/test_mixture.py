@@ -197,3 +197,173 @@ def test_estimation_study_matches_its_definition():
 def test_estimation_study_rejects_bad_input(kwargs):
     with pytest.raises(ValueError):
         mixture.estimation_study(progress=False, **kwargs)
+
+
+# --- per-point terms and the standard errors of the page's claims ---------------------------------
+
+
+def test_per_point_terms_average_to_the_curves():
+    x, rhos = _data(**OTHER), mixture.rho_grid(0.05, 0.95, 0.15)
+    for curve in (mixture.nll_curve, mixture.hyvarinen_curve):
+        terms = curve(x, rhos, per_point=True, **OTHER)
+        assert terms.shape == (rhos.numel(), x.shape[0])
+        torch.testing.assert_close(terms.mean(dim=1), curve(x, rhos, **OTHER), rtol=0, atol=1e-13)
+    fisher = mixture.fisher_curve(x, rhos, rho_true=0.35, per_point=True, **OTHER)
+    torch.testing.assert_close(fisher.mean(dim=1), mixture.fisher_curve(x, rhos, rho_true=0.35, **OTHER), rtol=0, atol=1e-15)
+    ed = mixture.ed_curve(x, rhos, 2.0, generator=torch.Generator().manual_seed(3), per_point=True, **OTHER)
+    mean = mixture.ed_curve(x, rhos, 2.0, generator=torch.Generator().manual_seed(3), **OTHER)
+    torch.testing.assert_close(ed.mean(dim=1), mean, rtol=0, atol=1e-13)
+
+
+def test_per_point_ed_terms_are_single_point_losses(monkeypatch):
+    # Term i is the loss of point i alone with its own perturbations; chunking does not change it.
+    x, rhos = _data(5), mixture.rho_grid(0.1, 0.9, 0.2)
+    terms = mixture.ed_curve(x, rhos, 4.0, m_particles=3, generator=torch.Generator().manual_seed(0), per_point=True)
+    monkeypatch.setattr(mixture, "_CHUNK", 2 * 5 * 4)
+    chunked = mixture.ed_curve(x, rhos, 4.0, m_particles=3, generator=torch.Generator().manual_seed(0), per_point=True)
+    torch.testing.assert_close(chunked, terms, rtol=0, atol=1e-14)
+    g = torch.Generator().manual_seed(0)
+    xd = x.double()
+    y = xd + 2.0 * torch.randn((5, 1), generator=g, dtype=F64)
+    neg = y[:, None, :] + 2.0 * torch.randn((5, 3, 1), generator=g, dtype=F64)
+    for k, r in enumerate(rhos):
+        e = _model(float(r)).energy
+        for i in range(5):
+            expected = torch.logsumexp(torch.cat([e(xd[i : i + 1]) - e(neg[i]), torch.zeros(1, dtype=F64)]), 0) - math.log(3)
+            assert terms[k, i].item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+def test_per_point_must_be_a_bool():
+    with pytest.raises(ValueError, match="per_point"):
+        mixture.nll_curve(_data(10), mixture.rho_grid(), per_point=1)
+
+
+def test_weight_fisher_information_of_separated_and_overlapping_components():
+    # Separated: a coin flip with bias rho, I = 1/(rho(1 - rho)).
+    for rho in (0.2, 0.5, 0.9):
+        assert mixture.weight_fisher_information(rho) == pytest.approx(1 / (rho * (1 - rho)), rel=1e-5)
+    # Overlapping: E[(d/drho log p)^2] on a large sample, which is below the coin's information.
+    x = _data(400_000, seed=2, rho=0.3, **OTHER)[:, 0].double()
+    l1 = torch.distributions.Normal(-1.0, 0.5).log_prob(x).exp()
+    l2 = torch.distributions.Normal(2.0, 0.5).log_prob(x).exp()
+    score = (l1 - l2) / (0.3 * l1 + 0.7 * l2)
+    info = mixture.weight_fisher_information(0.3, **OTHER)
+    assert info == pytest.approx(float((score**2).mean()), rel=0.02)
+    assert info < 1 / (0.3 * 0.7)
+
+
+def test_weight_fisher_information_is_the_curvature_of_the_population_likelihood():
+    # -E[d^2/drho^2 log p] = I: the second difference of the NLL on a large sample.
+    x = _data(400_000, seed=4, rho=0.3, **OTHER)
+    rhos = mixture.rho_grid(0.29, 0.31, 0.01)
+    nll = mixture.nll_curve(x, rhos, **OTHER)
+    curvature = float((nll[0] - 2 * nll[1] + nll[2]) / 0.01**2)
+    assert curvature == pytest.approx(mixture.weight_fisher_information(0.3, **OTHER), rel=0.02)
+
+
+def test_mean_stderr():
+    mean, se = mixture.mean_stderr(torch.tensor([1.0, 2.0, 3.0, 6.0]))
+    assert mean == 3.0 and se == pytest.approx(math.sqrt(14 / 3) / 2)
+    for bad in (torch.tensor([1.0]), torch.zeros(2, 2), [1.0, 2.0], torch.tensor([1.0, float("nan")])):
+        with pytest.raises(ValueError):
+            mixture.mean_stderr(bad)
+
+
+def test_minimiser_stderr_of_the_likelihood_is_one_over_root_n_i():
+    x, rhos = _data(4096, seed=1, rho=0.2), mixture.rho_grid()
+    se = mixture.minimiser_stderr(rhos, mixture.nll_curve(x, rhos, per_point=True))
+    assert se == pytest.approx(1 / math.sqrt(4096 * mixture.weight_fisher_information(0.2)), rel=0.05)
+
+
+@pytest.mark.parametrize("loss", ["MLE", "ED"])
+def test_minimiser_stderr_predicts_the_spread_over_data_sets(loss):
+    # The sandwich error from one data set matches the sd of the minimisers over 150 data sets.
+    g, rhos = torch.Generator().manual_seed(11), mixture.rho_grid(0.05, 0.6, 0.005)
+    estimates, errors = [], []
+    for _ in range(150):
+        x = GaussianMixture(0.3, **OTHER).sample(300, generator=g)
+        if loss == "MLE":
+            terms = mixture.nll_curve(x, rhos, per_point=True, **OTHER)
+        else:
+            terms = mixture.ed_curve(x, rhos, 1.0, m_particles=4, generator=g, per_point=True, **OTHER)
+        estimates.append(mixture.curve_minimum(rhos, terms.mean(dim=1)).refined)
+        errors.append(mixture.minimiser_stderr(rhos, terms))
+    spread = float(torch.tensor(estimates).std())
+    assert float(torch.tensor(errors).median()) == pytest.approx(spread, rel=0.2)
+    assert abs(float(torch.tensor(estimates).mean()) - 0.3) < 3 * spread / math.sqrt(150)  # no bias at this precision
+
+
+def test_minimiser_stderr_is_infinite_at_an_edge_or_without_curvature():
+    rhos = mixture.rho_grid(0.1, 0.9, 0.1)
+    rising = (rhos[:, None] * torch.ones(1, 4, dtype=F64)) + torch.randn(9, 4, dtype=F64) * 0
+    assert mixture.minimiser_stderr(rhos, rising) == math.inf
+    concave = -((rhos - 0.5) ** 2)[:, None].repeat(1, 4)
+    concave[0] += 1.0  # minimum at the first point
+    assert mixture.minimiser_stderr(rhos, concave) == math.inf
+
+
+def test_point_curvatures_are_exact_second_differences():
+    rhos = mixture.rho_grid(0.1, 0.9, 0.1)
+    c = torch.tensor([1.0, 2.0, 5.0], dtype=F64)
+    terms = c[None, :] * (rhos[:, None] - 0.3) ** 2
+    torch.testing.assert_close(mixture.point_curvatures(rhos, terms, 0.5), 2 * c, rtol=1e-9, atol=0)
+    for bad in (0.1, 0.9, 0.35):  # edge points and a weight off the grid
+        with pytest.raises(ValueError, match="rho"):
+            mixture.point_curvatures(rhos, terms, bad)
+
+
+def test_rise_zscores():
+    # One point carries the rise: about one standard error however large; k equal points: about sqrt(k).
+    n = 400
+    one = torch.zeros(3, n, dtype=F64)
+    one[0, 0] = 1e3
+    z = mixture.rise_zscores(one)
+    assert z[0].item() == pytest.approx(1.0, rel=0.01) and z[1] == 0 and z[2] == 0
+    nine = torch.zeros(2, n, dtype=F64)
+    nine[1, :9] = 5.0
+    assert mixture.rise_zscores(nine)[1].item() == pytest.approx(3.0, rel=0.02)
+    # the definition: mean / (sd / sqrt(N)) of the per-point rises above the minimising row
+    terms = torch.randn(4, 50, dtype=F64, generator=torch.Generator().manual_seed(0))
+    d = terms - terms[int(terms.mean(dim=1).argmin())]
+    expected = d.mean(dim=1) / (d.std(dim=1) / math.sqrt(50))
+    expected[int(terms.mean(dim=1).argmin())] = 0.0
+    torch.testing.assert_close(mixture.rise_zscores(terms), expected)
+
+
+def test_the_score_matching_flatness_claim_can_fail():
+    # Separated modes: the Fisher curve rises by a few standard errors at most; overlapping modes:
+    # the same measure is large, so "rises nowhere by more than 4 standard errors" is a real test.
+    rhos = mixture.rho_grid()
+    separated = mixture.fisher_curve(_data(4096, seed=4, rho=0.2), rhos, per_point=True)
+    assert mixture.rise_zscores(separated).max() < 4
+    closer = mixture.fisher_curve(_data(4096, seed=4, rho=0.2, **OTHER), rhos, per_point=True, **OTHER)
+    assert mixture.rise_zscores(closer).max() > 4  # modes 6 sd apart instead of 10
+    near = dict(means=(-1.0, 1.0), std=1.0)
+    overlapping = mixture.fisher_curve(_data(4096, seed=4, rho=0.2, **near), rhos, per_point=True, **near)
+    assert mixture.rise_zscores(overlapping).max() > 20
+
+
+def test_summarise_curve_and_nearest_grid_point():
+    x, rhos = _data(2048, seed=5, rho=0.2), mixture.rho_grid()
+    terms = mixture.nll_curve(x, rhos, per_point=True)
+    s = mixture.summarise_curve(rhos, terms, 0.2)
+    assert s.minimum == mixture.curve_minimum(rhos, terms.mean(dim=1))
+    assert s.stderr == mixture.minimiser_stderr(rhos, terms)
+    assert (s.curvature, s.curvature_stderr) == mixture.mean_stderr(mixture.point_curvatures(rhos, terms, 0.2))
+    assert abs(s.curvature - mixture.weight_fisher_information(0.2)) < 4 * s.curvature_stderr
+    assert s.max_rise_z == float(mixture.rise_zscores(terms).max()) and s.rho_ref == 0.2
+    assert mixture.nearest_grid_point(rhos, 0.2) == 0.2 and mixture.nearest_grid_point(rhos, 0.2049) == 0.2
+    with pytest.raises(ValueError, match="terms"):
+        mixture.summarise_curve(rhos, terms[:, :1], 0.2)
+
+
+def test_log_mse_ratio_is_the_delta_method_on_paired_errors():
+    est = {"a": torch.tensor([0.3, 0.1, 0.25, 0.2], dtype=F64), "b": torch.tensor([0.21, 0.19, 0.2, 0.22], dtype=F64)}
+    study = mixture.EstimationStudy(rho_true=0.2, ts=(1.0,), estimates=est)
+    ea, eb = (est["a"] - 0.2) ** 2, (est["b"] - 0.2) ** 2
+    r, se = study.log_mse_ratio("a", "b")
+    assert r == pytest.approx(math.log(float(ea.mean() / eb.mean())))
+    assert se == pytest.approx(float((ea / ea.mean() - eb / eb.mean()).std() / 2))
+    assert study.log_mse_ratio("b", "a")[0] == pytest.approx(-r)
+    with pytest.raises(ValueError, match="not a loss"):
+        study.log_mse_ratio("a", "MLE")

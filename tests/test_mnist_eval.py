@@ -112,3 +112,40 @@ def test_classifier_run_is_trained_once_and_cached(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     assert mnist_eval.classifier_spec(mnist_eval.ClassifierSettings(epochs=2)).key != spec.key
     assert "training images" in settings.describe()
+
+
+def test_mean_image_mse_is_the_error_of_answering_with_the_mean_training_image():
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand((50, 1, 28, 28), generator=g) * 2 - 1
+    test = torch.rand((20, 1, 28, 28), generator=g) * 2 - 1
+    mean = train.double().mean(0)
+    expected = float((((test.double() - mean) / 2) ** 2).mean())
+    assert mnist_eval.mean_image_mse(train, test) == pytest.approx(expected, rel=1e-6)
+    assert mnist_eval.mean_image_mse(train, train.mean(0, keepdim=True).expand(4, 1, 28, 28)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="test_images"):
+        mnist_eval.mean_image_mse(train, test[:, 0])
+    with pytest.raises(ValueError, match="train_images"):
+        mnist_eval.mean_image_mse(train[:0], test)
+
+
+def test_random_subset_is_seeded_and_distinct():
+    images = torch.arange(100).float()[:, None]
+    a, b = mnist_eval.random_subset(images, 30, seed=3), mnist_eval.random_subset(images, 30, seed=3)
+    assert torch.equal(a, b) and len(set(a[:, 0].tolist())) == 30
+    assert not torch.equal(a, mnist_eval.random_subset(images, 30, seed=4))
+    with pytest.raises(ValueError, match="n must be at most"):
+        mnist_eval.random_subset(images, 101, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        mnist_eval.random_subset(images, 3, seed=-1)
+
+
+def test_classifier_line_describes_the_run():
+    spec = mnist_eval.classifier_spec(mnist_eval.ClassifierSettings(epochs=2, n_train=500, seed=1))
+    record = runs.RunRecord(spec=spec, status="finished", curves={"step": [2], "seconds": [3.0]}, series={}, steps=2,
+                            train_seconds=3.0, info={"test_accuracy": 0.9876})
+    line = mnist_eval.classifier_line(record)
+    assert "2 epochs" in line and "the first 500" in line and "98.76 %" in line and "trained" in line
+    record.cached = True
+    assert "loaded from the cache" in mnist_eval.classifier_line(record)
+    with pytest.raises(ValueError, match="record"):
+        mnist_eval.classifier_line("not a record")
