@@ -343,6 +343,23 @@ def curve_band(records: Sequence[runs.RunRecord], metric: str = "mse", x: str = 
     return xs, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
+def plot_error_bands(
+    ax: Any, results: Mapping[str, Sequence[runs.RunRecord]], metric: str = "mse", x: str = "steps", threshold: float | None = None
+) -> Any:
+    """Each method's ``metric`` curve on ``ax`` (log scale): the mean over its seeds as a line and, with
+    several seeds, their range as a band (:func:`curve_band`); ``threshold`` as a dashed line."""
+    _checks.choice("metric", metric, METRICS)
+    for i, (method, records) in enumerate(results.items()):
+        xs, mean, lo, hi = curve_band(records, metric, x)
+        ax.plot(xs, mean, color=f"C{i}", label=LABELS.get(method, method), linewidth=1.2)
+        if len(records) > 1:
+            ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.2, linewidth=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    ax.set(yscale="log", xlabel="iterations" if x == "steps" else "training time (s)", ylabel=METRICS_SHORT[metric])
+    return ax
+
+
 def summary(results: Mapping[str, Sequence[runs.RunRecord]], threshold: float = 0.1, metric: str = "mse") -> list[dict[str, Any]]:
     """One row per method: the final ``metric`` (per seed, mean, std), the best value, the median of the
     last 20 % of the steps (:func:`tail_median`, mean over seeds), iterations per second, and

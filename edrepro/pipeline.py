@@ -446,6 +446,53 @@ def page_specs(root: Path, name: str, profile: str, overrides: dict[str, str] | 
     return getattr(importlib.import_module(module), function)(params)
 
 
+def profile_cost(root: Path, name: str, measured: list, profile: str = "paper") -> dict:
+    """A rough training cost of notebook ``name`` under ``profile`` from runs measured at another budget.
+
+    Each run of the profile is charged its steps at the mean seconds per step of the ``measured``
+    :class:`edrepro.runs.RunRecord` of the same kind, method and data set (of the same kind and
+    method when no data set matches). Evaluation is not counted. Returns the number of runs, their
+    steps, the estimated CPU seconds, and how many runs had no measured counterpart.
+    """
+    specs = page_specs(root, name, profile)
+    if not measured:
+        raise ValueError("measured must hold at least one RunRecord with a training time")
+
+    def rate(*fields: str):
+        table: dict = {}
+        for r in measured:
+            if r.steps > 0 and r.train_seconds > 0:
+                table.setdefault(tuple(getattr(r.spec, f) for f in fields), []).append(r.train_seconds / r.steps)
+        return {k: sum(v) / len(v) for k, v in table.items()}
+
+    exact, coarse = rate("kind", "method", "dataset"), rate("kind", "method")
+    seconds, unmatched, steps = 0.0, 0, 0
+    for s in specs:
+        per_step = exact.get((s.kind, s.method, s.dataset), coarse.get((s.kind, s.method)))
+        steps += s.budget
+        if per_step is None:
+            unmatched += 1
+        else:
+            seconds += per_step * s.budget
+    return {"runs": len(specs), "steps": steps, "cpu_seconds": seconds, "unmatched": unmatched}
+
+
+def scale_out_commands(name: str, profile: str = "paper") -> str:
+    """Markdown: the commands that compute a profile's runs on local workers or on a Dask cluster,
+    export them as a results file and render the page from them."""
+    return (
+        f"```bash\n"
+        f"# on this machine, one worker process per core:\n"
+        f"python -m edrepro sweep {name} --profile {profile}\n"
+        f"# or on a running Dask cluster (dask scheduler + dask worker on any machines, or dask-jobqueue on SLURM):\n"
+        f"python -m edrepro sweep {name} --profile {profile} --scheduler tcp://SCHEDULER-HOST:8786\n"
+        f"# then keep the compact results and render the page from the cache:\n"
+        f"python -m edrepro export {name} --profile {profile}\n"
+        f"python -m edrepro run {name} --profile {profile}\n"
+        f"```"
+    )
+
+
 def sweep_notebooks(
     root: Path, names: list[str] | None, profile: str, overrides: dict[str, str] | None = None, *,
     workers: int | None = None, scheduler: str | None = None, fresh: bool = False, echo=print,

@@ -340,3 +340,21 @@ def test_density_estimation_parameters_are_checked_first():
     for key, value in (("n_seeds", 0), ("workers", 0), ("dataset", "pinwheel"), ("threshold", 0.0), ("cpu_threads", -1), ("ed_m", 0)):
         with pytest.raises(parameters.ParameterError, match=key):
             parameters.check_notebook("density_estimation", {**defaults, key: value})
+
+
+def test_plot_error_bands_draws_the_mean_and_the_range_over_seeds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {"ed": [_fake([1.0, 0.5, 0.1, 0.05], seed=0), _fake([3.0, 1.5, 0.3, 0.15], seed=1)], "sm": [_fake([2.0, 2.0, 2.0, 2.0])]}
+    fig, ax = plt.subplots()
+    density.plot_error_bands(ax, results, "mse", "steps", threshold=0.1)
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    assert list(lines["Energy discrepancy"].get_ydata()) == pytest.approx([2.0, 1.0, 0.2, 0.1])
+    assert len(ax.collections) == 1  # one band: only ED has several seeds
+    assert lines["threshold 0.1"].get_ydata()[0] == 0.1 and ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match="metric"):
+        density.plot_error_bands(ax, results, "accuracy")
+    plt.close(fig)

@@ -517,3 +517,51 @@ def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
 
     with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'discrete_ed'"):
         parameters.check_notebook("discrete_ed", {**_page_defaults(), key: value})
+
+
+def _page_params(**changes):
+    params = dict(seed=0, side=3, sigmas=[0.1, 0.3, 0.5], n_samples=100, burn_in=20, ising_steps=10, ising_lr=1e-3, ising_batch=50,
+                  l1=0.01, ising_eps=0.1, m_particles=4, w=1.0, pcd_chains=16, pcd_sweeps=1, ising_eval_every=5,
+                  ablation_eps=[0.03], ablation_sigmas=[0.3], n_hidden=4, rbm_steps=10, rbm_lr=1e-3, rbm_batch=10, rbm_eps=0.01,
+                  rbm_m_particles=4, cd_steps=1, rbm_chains=10, rbm_eval_every=5)
+    return {**params, **changes}
+
+
+def test_keyed_records_sorts_a_flat_list_back_into_the_pages_maps():
+    params = _page_params()
+    ising, ablation, rbm = discrete.ising_specs(params), discrete.eps_ablation_specs(params), discrete.rbm_specs(params)
+    flat = [_record(s, {"neg_log_rmse": [1.0, 2.0]}) for s in [*ising.values(), *ablation.values(), *rbm.values()]][::-1]
+    got = discrete.keyed_records(flat, params)
+    assert [set(g) for g in got] == [set(ising), set(ablation), set(rbm)]
+    assert all(got[0][k].spec == s for k, s in ising.items()) and got[2]["ed"].spec == rbm["ed"]
+    with pytest.raises(ValueError, match="ask for"):
+        discrete.keyed_records(flat, _page_params(sigmas=[0.1]))
+
+
+def _ising_runs(scores: dict, side: int = 3) -> dict:
+    return {(s, m): _record(discrete.ising_spec(m, side, s, 10, n_samples=100, burn_in=20, batch_size=50, eval_every=5),
+                            {"neg_log_rmse": [0.0, v, v]}) for (s, m), v in scores.items()}
+
+
+def test_ising_claims_follow_the_scores_relative_to_zero_coupling():
+    zero = {s: discrete.zero_coupling_score(3, s) for s in (0.1, 0.3, 0.5)}
+    # the paper's pattern: ED ahead at σ = 0.1, behind at 0.3, neither far from J = 0 at 0.5
+    scores = {(0.1, "ed"): zero[0.1] + 2.0, (0.1, "pcd"): zero[0.1] + 1.5, (0.3, "ed"): zero[0.3] + 0.5,
+              (0.3, "pcd"): zero[0.3] + 1.0, (0.5, "ed"): zero[0.5] + 0.1, (0.5, "pcd"): zero[0.5] + 0.1}
+    claims = discrete.ising_claims(_ising_runs(scores), 3, {(0.3, 0.03): zero[0.3] + 0.8, (0.3, 0.1): zero[0.3] + 0.5}, 0.1)
+    assert len(claims) == 5 and all(c.holds for c in claims)
+    scores[0.5, "ed"] = zero[0.5] + 1.0  # a gain at σ = 0.5 above a quarter of the gain at σ = 0.1
+    scores[0.1, "ed"] = zero[0.1] + 1.0  # now behind PCD at σ = 0.1
+    claims = discrete.ising_claims(_ising_runs(scores), 3)
+    assert len(claims) == 4 and [c.holds for c in claims] == [True, False, True, False]
+
+
+def test_rbm_claims_compare_rises_and_final_nlls():
+    spec = {m: discrete.rbm_spec(m, 4, 10, eval_every=5) for m in discrete.RBM_METHODS}
+    curves = {"ed": [200.0, 150.0, 140.0], "pcd": [200.0, 120.0, 160.0], "cd": [200.0, 150.0, 139.0]}
+    records = {m: _record(spec[m], {"test_nll": curves[m]}) for m in curves}
+    steady, ends = discrete.rbm_claims(records)
+    assert steady.holds and "ED 0.0 nats, PCD 40.0 nats" in steady.measured
+    assert not ends.holds  # 140 > 139 + 0 (CD never rose)
+    records["cd"] = _record(spec["cd"], {"test_nll": [200.0, 130.0, 139.0]})
+    assert discrete.rbm_claims(records)[1].holds  # 140 ≤ 139 + 9

@@ -209,3 +209,29 @@ def test_claims_are_counted_across_seeds(tmp_path):
     failures = pipeline.claims_across_seeds(root, "toy", "smoke", [0, 1, 2, 3], echo=lambda *a, **k: None)
     assert failures == {"always": [], "even seeds": [1, 3]}
     assert not (root / "_build" / "executed" / "smoke" / "toy.ipynb").exists()  # the book's page is untouched
+
+
+def test_profile_cost_charges_each_run_the_measured_seconds_per_step():
+    from edrepro import density, runs
+
+    def measured(method, seconds_per_step, dataset="25gaussians"):
+        spec = density.spec(method, dataset, 0, 100, eval_every=50)
+        return runs.RunRecord(spec, "finished", {"step": [0, 100]}, {}, 100, 100 * seconds_per_step)
+
+    rates = {"ed": 0.001, "sm": 0.004, "cd": 0.002}
+    cost = pipeline.profile_cost(ROOT, "density_estimation", [measured(m, r) for m, r in rates.items()])
+    paper = pipeline.page_specs(ROOT, "density_estimation", "paper")
+    assert cost["runs"] == len(paper) and cost["steps"] == sum(s.budget for s in paper) and cost["unmatched"] == 0
+    assert cost["cpu_seconds"] == pytest.approx(sum(s.budget * rates[s.method] for s in paper))
+    # another data set of the same method falls back to the method's rate; a missing method is counted
+    cost = pipeline.profile_cost(ROOT, "density_estimation", [measured("ed", 0.001, "8gaussians"), measured("sm", 0.004)])
+    assert cost["unmatched"] == sum(s.method == "cd" for s in paper)
+    assert cost["cpu_seconds"] == pytest.approx(sum(s.budget * rates[s.method] for s in paper if s.method != "cd"))
+    with pytest.raises(ValueError, match="measured"):
+        pipeline.profile_cost(ROOT, "density_estimation", [])
+
+
+def test_scale_out_commands_name_the_notebook_and_the_scheduler():
+    text = pipeline.scale_out_commands("density_benchmark")
+    assert "python -m edrepro sweep density_benchmark --profile paper --scheduler tcp://" in text
+    assert "python -m edrepro export density_benchmark --profile paper" in text
