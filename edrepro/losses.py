@@ -64,16 +64,25 @@ def energy_discrepancy(
     value; the authors' code logs logsumexp_j without the −log M, i.e. this + log M
     (identical gradients). All B(M+1) energies are evaluated in one batched call.
     """
+    w = _checks.non_negative("w", w)
+    neg = gaussian_negatives(x, t, m_particles, generator)
+    n, m, d = neg.shape
+    e = _energies(energy, torch.cat([x, neg.reshape(n * m, d)]))
+    return _stabilised_ed(e[:n], e[n:].view(n, m), w)
+
+
+def gaussian_negatives(x: torch.Tensor, t: float, m_particles: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The (B, M, d) negatives of Gaussian ED: x'_ij = y_i + √t·ξ'_ij with y_i = x_i + √t·ξ_i (Sec. 4).
+
+    ξ (B, d) is drawn before ξ' (B, M, d), from ``generator``; ``t`` is the variance of each step.
+    """
     x = _checks.batch("x", x)
     t = _checks.positive("t", t)
     m = _checks.positive_int("m_particles", m_particles)
-    w = _checks.non_negative("w", w)
     n, d = x.shape
     s = math.sqrt(t)
     y = x + s * _randn((n, d), x, generator)
-    neg = y[:, None, :] + s * _randn((n, m, d), x, generator)
-    e = _energies(energy, torch.cat([x, neg.reshape(n * m, d)]))
-    return _stabilised_ed(e[:n], e[n:].view(n, m), w)
+    return y[:, None, :] + s * _randn((n, m, d), x, generator)
 
 
 def bernoulli_energy_discrepancy(

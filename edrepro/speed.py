@@ -92,14 +92,9 @@ def reference_energy_discrepancy(
     call, on the B·M negatives; appends the logit log w to the B × M logits E(x) − E(x'_j) and
     returns mean_i logsumexp. That is log(w + Σ_j exp(·)) = our value + log M (same gradients).
     """
-    x = _checks.batch("x", x)
-    t = _checks.positive("t", t)
-    m = _checks.positive_int("m_particles", m_particles)
     w = _checks.non_negative("w", w)
-    n, d = x.shape
-    s = math.sqrt(t)
-    y = x + s * torch.randn((n, d), generator=generator, dtype=x.dtype, device=x.device)
-    neg = y[:, None, :] + s * torch.randn((n, m, d), generator=generator, dtype=x.dtype, device=x.device)
+    neg = losses.gaussian_negatives(x, t, m_particles, generator)
+    n, m, d = neg.shape
     e_pos = _checks.energy_output("energy", energy(x), n)
     e_neg = _checks.energy_output("energy", energy(neg.reshape(n * m, d)), n * m).view(n, m)
     logits = e_pos[:, None] - e_neg

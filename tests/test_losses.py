@@ -466,3 +466,19 @@ def test_ed_is_bitwise_the_straightforward_estimator(m, w):
     g_loss = torch.autograd.grad(loss, list(net.parameters()))
     g_ref = torch.autograd.grad(ref, list(net.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(g_loss, g_ref))
+
+
+def test_gaussian_negatives_share_the_first_step_and_have_variance_two_t():
+    x = torch.zeros(20_000, 2, dtype=torch.float64)
+    t = 0.3
+    neg = losses.gaussian_negatives(x, t, 3, torch.Generator().manual_seed(0))
+    assert neg.shape == (20_000, 3, 2)
+    # x' − x = √t(ξ + ξ'_j): variance 2t; two negatives of one point share ξ: covariance t
+    assert neg.var(dim=0).mean().item() == pytest.approx(2 * t, rel=0.03)
+    assert (neg[:, 0] * neg[:, 1]).mean().item() == pytest.approx(t, rel=0.05)
+    again = losses.gaussian_negatives(x, t, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(neg, again)
+    with pytest.raises(ValueError, match="m_particles"):
+        losses.gaussian_negatives(x, t, 0)
+    with pytest.raises(ValueError, match="t"):
+        losses.gaussian_negatives(x, -1.0, 2)
