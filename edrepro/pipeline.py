@@ -316,16 +316,17 @@ def _execute_quietly(root: Path, name: str, profile: str, force: bool, overrides
     return execute_notebook(root, name, profile, force=force, progress=False, overrides=overrides)
 
 
+TIMED_ALONE = ("performance",)
+"""Notebooks that measure speed: with several jobs they run after the others, alone on the machine."""
+
+
 def run_notebooks(
     root: Path, names: list[str] | None = None, profile: str = "quick", force: bool = False, echo=print,
     jobs: int = 1, overrides: dict[str, str] | None = None,
 ) -> list[RunRecord]:
     """Execute several notebooks, ``jobs`` at a time (each in its own process when ``jobs`` > 1),
-    printing one line per notebook as it starts and ends. The first failure is raised after the
-    notebooks already running have finished."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    printing one line per notebook as it starts and ends; the notebooks of :data:`TIMED_ALONE` run
+    last, one at a time. The first failure is raised after the notebooks already running have finished."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     names = list(names) if names else notebook_names(root)
@@ -338,8 +339,32 @@ def run_notebooks(
             records.append(execute_notebook(root, name, profile, force=force, overrides=overrides, stream=len(names) == 1))
             echo(f"[{i}/{len(names)}] {name}: {records[-1].status} in {records[-1].seconds:.1f} s", flush=True)
         return records
+    shared = [n for n in names if n not in TIMED_ALONE]
+    done, first_error = _run_in_pool(root, shared, profile, force, echo, jobs, overrides, len(names))
+    for name in (n for n in names if n in TIMED_ALONE):
+        if first_error is not None:
+            break
+        echo(f"{name}: measures speed, so it runs alone ...", flush=True)
+        try:
+            done[name] = execute_notebook(root, name, profile, force=force, overrides=overrides)
+            echo(f"[{len(done)}/{len(names)}] {name}: {done[name].status} in {done[name].seconds:.1f} s", flush=True)
+        except Exception as error:
+            echo(f"{name}: failed", flush=True)
+            first_error = error
+    if first_error is not None:
+        raise first_error
+    return [done[name] for name in names]
+
+
+def _run_in_pool(root: Path, names: list[str], profile: str, force: bool, echo, jobs: int, overrides: dict | None,
+                 total: int) -> tuple[dict[str, RunRecord], Exception | None]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     done: dict[str, RunRecord] = {}
     first_error: Exception | None = None
+    if not names:
+        return done, None
     with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_execute_quietly, root, name, profile, force, overrides): name for name in names}
         echo(f"running {len(names)} notebooks ({profile}), {min(jobs, len(names))} at a time ...", flush=True)
@@ -347,13 +372,11 @@ def run_notebooks(
             name = futures[future]
             try:
                 done[name] = future.result()
-                echo(f"[{len(done)}/{len(names)}] {name}: {done[name].status} in {done[name].seconds:.1f} s", flush=True)
+                echo(f"[{len(done)}/{total}] {name}: {done[name].status} in {done[name].seconds:.1f} s", flush=True)
             except Exception as error:
                 echo(f"{name}: failed", flush=True)
                 first_error = first_error or error
-    if first_error is not None:
-        raise first_error
-    return [done[name] for name in names]
+    return done, first_error
 
 
 def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:

@@ -235,3 +235,22 @@ def test_scale_out_commands_name_the_notebook_and_the_scheduler():
     text = pipeline.scale_out_commands("density_benchmark")
     assert "python -m edrepro sweep density_benchmark --profile paper --scheduler tcp://" in text
     assert "python -m edrepro export density_benchmark --profile paper" in text
+
+
+def test_notebooks_that_measure_speed_run_last_and_alone(monkeypatch):
+    calls = []
+
+    def pool(root, names, profile, force, echo, jobs, overrides, total):
+        calls.append(("pool", tuple(names)))
+        return {n: n for n in names}, None
+
+    def alone(root, name, profile, **kwargs):
+        calls.append(("alone", name))
+        return pipeline.RunRecord(name, profile, "executed", 0.0, Path(name))
+
+    monkeypatch.setattr(pipeline, "_run_in_pool", pool)
+    monkeypatch.setattr(pipeline, "execute_notebook", alone)
+    names = ["intro", "performance", "myopia"]
+    records = pipeline.run_notebooks(ROOT, names, "smoke", echo=lambda *a, **k: None, jobs=2)
+    assert calls == [("pool", ("intro", "myopia")), ("alone", "performance")]
+    assert records[1].name == "performance" and records[0] == "intro"
