@@ -725,11 +725,10 @@ def keyed_records(records: Any, params: Mapping[str, Any]) -> tuple[dict, dict, 
 
 def ising_claims(ising_runs: Mapping[tuple[float, str], runs.RunRecord], side: int,
                  ablation_scores: Mapping[tuple[float, float], float] | None = None, eps: float = 0.1) -> list[Any]:
-    """The Ising claims of the page, on Ising runs by (σ, method) of a ``side`` × ``side`` lattice.
+    """The paper's Ising claims, on Ising runs by (σ, method) of a ``side`` × ``side`` lattice.
 
     Scores are :func:`ising_scores`; "gain" is a score minus :func:`zero_coupling_score`. A claim
-    whose σ is not among the runs is left out: ED-Bern's gain for σ ≤ 0.2 is at least half of PCD's
-    (and PCD's is positive); ED-Bern ≥ PCD at σ = 0.1; ED-Bern < PCD at σ = 0.2 and 0.3; for σ ≥ 0.4
+    whose σ is not among the runs is left out: ED-Bern ≥ PCD at σ = 0.1; ED-Bern < PCD at σ = 0.2 and 0.3; for σ ≥ 0.4
     each gain is below a quarter of the same method's gain at σ = 0.1; and, with ``ablation_scores``
     (ED-Bern's score by (σ, ε), including ε = ``eps``), a flip probability below ``eps`` scores higher at σ = 0.3.
     """
@@ -738,16 +737,12 @@ def ising_claims(ising_runs: Mapping[tuple[float, str], runs.RunRecord], side: i
     ed, pcd = ising_scores(ising_runs, "ed"), ising_scores(ising_runs, "pcd")
     sigmas = sorted(ed)
     gain = {m: {s: scores[s] - zero_coupling_score(side, s) for s in sigmas} for m, scores in (("ed", ed), ("pcd", pcd))}
-    low, mid, high = [s for s in sigmas if s <= 0.2], [s for s in sigmas if s in (0.2, 0.3)], [s for s in sigmas if s >= 0.4]
+    mid, high = [s for s in sigmas if s in (0.2, 0.3)], [s for s in sigmas if s >= 0.4]
 
     def listed(text: Any, keys: list[float]) -> str:
         return ", ".join(text(k) for k in keys)
 
     claims = []
-    if low:
-        claims.append(Claim("ED-Bern learns the couplings for σ ≤ 0.2: its gain over J = 0 is at least half of persistent CD's",
-                            listed(lambda s: f"σ={s}: ED {gain['ed'][s]:+.2f}, PCD {gain['pcd'][s]:+.2f}", low),
-                            all(gain["ed"][s] >= 0.5 * gain["pcd"][s] > 0 for s in low)))
     if 0.1 in ed:
         claims.append(Claim("As in the paper, ED-Bern scores at least as well as persistent CD at σ = 0.1",
                             f"ED {ed[0.1]:.2f}, PCD {pcd[0.1]:.2f}", ed[0.1] >= pcd[0.1]))
@@ -767,6 +762,21 @@ def ising_claims(ising_runs: Mapping[tuple[float, str], runs.RunRecord], side: i
                             f"ε = {best:g}: {ablation_scores[0.3, best]:.2f}, ε = {eps:g}: {ablation_scores[0.3, eps]:.2f}",
                             ablation_scores[0.3, best] > ablation_scores[0.3, eps]))
     return claims
+
+
+def learning_claim(ising_runs: Mapping[tuple[float, str], runs.RunRecord], side: int) -> Any:
+    """The book's own Ising claim (not the paper's), for the σ ≤ 0.2 among the runs: ED-Bern's gain over
+    J = 0 is at least half of persistent CD's, and PCD's gain is positive. None without such a σ."""
+    from .claims import Claim
+
+    ed, pcd = ising_scores(ising_runs, "ed"), ising_scores(ising_runs, "pcd")
+    low = [s for s in sorted(ed) if s <= 0.2]
+    if not low:
+        return None
+    gain = {m: {s: scores[s] - zero_coupling_score(side, s) for s in low} for m, scores in (("ed", ed), ("pcd", pcd))}
+    return Claim("ED-Bern learns the couplings for σ ≤ 0.2: its gain over J = 0 is at least half of persistent CD's",
+                 ", ".join(f"σ={s}: ED {gain['ed'][s]:+.2f}, PCD {gain['pcd'][s]:+.2f}" for s in low),
+                 all(gain["ed"][s] >= 0.5 * gain["pcd"][s] > 0 for s in low))
 
 
 def rbm_claims(rbm_runs: Mapping[str, runs.RunRecord], cd_steps: int = 1) -> list[Any]:

@@ -549,11 +549,15 @@ def test_ising_claims_follow_the_scores_relative_to_zero_coupling():
     scores = {(0.1, "ed"): zero[0.1] + 2.0, (0.1, "pcd"): zero[0.1] + 1.5, (0.3, "ed"): zero[0.3] + 0.5,
               (0.3, "pcd"): zero[0.3] + 1.0, (0.5, "ed"): zero[0.5] + 0.1, (0.5, "pcd"): zero[0.5] + 0.1}
     claims = discrete.ising_claims(_ising_runs(scores), 3, {(0.3, 0.03): zero[0.3] + 0.8, (0.3, 0.1): zero[0.3] + 0.5}, 0.1)
-    assert len(claims) == 5 and all(c.holds for c in claims)
+    assert len(claims) == 4 and all(c.holds for c in claims)
+    assert discrete.learning_claim(_ising_runs(scores), 3).holds  # ED's gain 2.0 ≥ half of PCD's 1.5
     scores[0.5, "ed"] = zero[0.5] + 1.0  # a gain at σ = 0.5 above a quarter of the gain at σ = 0.1
     scores[0.1, "ed"] = zero[0.1] + 1.0  # now behind PCD at σ = 0.1
     claims = discrete.ising_claims(_ising_runs(scores), 3)
-    assert len(claims) == 4 and [c.holds for c in claims] == [True, False, True, False]
+    assert len(claims) == 3 and [c.holds for c in claims] == [False, True, False]
+    scores[0.1, "ed"] = discrete.zero_coupling_score(3, 0.1) + 0.7  # below half of PCD's gain of 1.5
+    assert not discrete.learning_claim(_ising_runs(scores), 3).holds
+    assert discrete.learning_claim(_ising_runs({k: v for k, v in scores.items() if k[0] > 0.2}), 3) is None
 
 
 def test_rbm_claims_compare_rises_and_final_nlls():
