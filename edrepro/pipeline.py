@@ -380,18 +380,23 @@ def _run_in_pool(root: Path, names: list[str], profile: str, force: bool, echo, 
 
 
 def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:
-    """The (claim, holds) rows of the claims tables (:func:`edrepro.claims.check_claims`) in an executed notebook."""
+    """The (claim, holds) rows of the claims tables (:func:`edrepro.claims.check_claims`) in an executed
+    notebook. A statement found in several tables (e.g. once on the live runs and once on precomputed
+    ones) is named "table N: statement" from its second table on, so that the two are counted apart."""
     import nbformat
 
-    rows = []
+    rows, seen, table = [], set(), 0
     for cell in nbformat.read(notebook_path, as_version=4).cells:
         for out in cell.get("outputs", []):
             text = out.get("data", {}).get("text/markdown", "") if out.get("output_type") == "display_data" else ""
             if not text.startswith("| claim | measured | holds |"):
                 continue
+            table += 1
             for line in text.splitlines()[2:]:
                 cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-                rows.append((cells[0], cells[-1] == "yes"))
+                name = cells[0] if cells[0] not in seen else f"table {table}: {cells[0]}"
+                seen.add(cells[0])
+                rows.append((name, cells[-1] == "yes"))
     return rows
 
 

@@ -254,3 +254,18 @@ def test_notebooks_that_measure_speed_run_last_and_alone(monkeypatch):
     records = pipeline.run_notebooks(ROOT, names, "smoke", echo=lambda *a, **k: None, jobs=2)
     assert calls == [("pool", ("intro", "myopia")), ("alone", "performance")]
     assert records[1].name == "performance" and records[0] == "intro"
+
+
+def test_a_claim_repeated_in_a_second_table_is_counted_apart(tmp_path):
+    import nbformat
+
+    def table(*rows):
+        text = "| claim | measured | holds |\n|---|---|---|\n" + "\n".join(f"| {c} | x | {h} |" for c, h in rows)
+        return nbformat.v4.new_output("display_data", data={"text/markdown": text})
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("", outputs=[table(("A", "yes"), ("B", "yes"))]),
+                nbformat.v4.new_code_cell("", outputs=[table(("A", "**no**"))])]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    assert pipeline.claims_of(path) == [("A", True), ("B", True), ("table 2: A", False)]
