@@ -637,6 +637,16 @@ def ising_scores(records: Mapping[tuple[float, str], runs.RunRecord], method: st
     return scores
 
 
+def flip_scores(ablation_runs: Mapping[tuple[float, float], runs.RunRecord], ising_runs: Mapping[tuple[float, str], runs.RunRecord],
+                eps: float) -> dict[tuple[float, float], float]:
+    """ED-Bern's score (:func:`late_mean` of −log RMSE(J)) by (σ, ε) for the flip-probability runs, with
+    the main Ising runs' ED-Bern score at ε = ``eps`` added for every σ of the side experiment."""
+    scores = {k: late_mean(r, "neg_log_rmse") for k, r in ablation_runs.items()}
+    ed = ising_scores(ising_runs, "ed")
+    scores.update({(s, eps): ed[s] for s, _ in list(scores)})
+    return scores
+
+
 def ising_table(records: Mapping[tuple[float, str], runs.RunRecord], side: int) -> str:
     """Markdown: per σ the scores of ED-Bern and PCD (:func:`ising_scores`) and of J = 0 on the
     ``side`` × ``side`` lattice, next to :data:`PAPER_ISING` (D = 100) and J = 0 on the paper's 10 × 10 lattice."""

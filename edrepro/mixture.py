@@ -280,15 +280,20 @@ def _terms(rhos: torch.Tensor, terms: torch.Tensor) -> tuple[torch.Tensor, torch
             f"terms must be the (R, N) per-point terms of a curve on the {r.numel()} weights of rhos, N >= 2 "
             f"(a curve function with per_point=True), got {_checks._show(terms)}"
         )
+    f = terms.detach().to(_DTYPE)
+    return r, f, _grid_step(r, f, "terms")
+
+
+def _grid_step(r: torch.Tensor, f: torch.Tensor, name: str) -> float:
+    """The step of the uniform ρ grid ``r`` (at least 3 points) on which the finite values ``f`` (named ``name``) lie."""
     if r.numel() < 3:
         raise ValueError(f"rhos must hold at least 3 grid points, got {r.numel()}")
-    f = terms.detach().to(_DTYPE)
     if not torch.isfinite(f).all():
-        raise ValueError("terms contains NaN or Inf")
+        raise ValueError(f"{name} contains NaN or Inf")
     h = float(r[1] - r[0])
     if h <= 0 or not torch.allclose(r.diff(), torch.full_like(r[1:], h), rtol=1e-6, atol=1e-12):
         raise ValueError("rhos must be an increasing uniform grid")
-    return r, f, h
+    return h
 
 
 def mean_stderr(values: torch.Tensor) -> tuple[float, float]:
@@ -388,14 +393,8 @@ def curve_minimum(rhos: torch.Tensor, values: torch.Tensor) -> CurveMinimum:
     r = _rhos(rhos)
     if not isinstance(values, torch.Tensor) or values.shape != r.shape:
         raise ValueError(f"values must be a tensor of the same shape as rhos {tuple(r.shape)}, got {_checks._show(values)}")
-    if r.numel() < 3:
-        raise ValueError(f"rhos must hold at least 3 grid points, got {r.numel()}")
     f = values.detach().to(_DTYPE)
-    if not torch.isfinite(f).all():
-        raise ValueError("values contains NaN or Inf")
-    h = float(r[1] - r[0])
-    if h <= 0 or not torch.allclose(r.diff(), torch.full_like(r[1:], h), rtol=1e-6, atol=1e-12):
-        raise ValueError("rhos must be an increasing uniform grid")
+    h = _grid_step(r, f, "values")
     k = int(torch.argmin(f))
     at_edge = k in (0, r.numel() - 1)
     c = min(max(k, 1), r.numel() - 2)

@@ -569,3 +569,10 @@ def test_rbm_claims_compare_rises_and_final_nlls():
     assert not ends.holds  # 140 > 139 + 0 (CD never rose)
     records["cd"] = _record(spec["cd"], {"test_nll": [200.0, 130.0, 139.0]})
     assert discrete.rbm_claims(records)[1].holds  # 140 ≤ 139 + 9
+
+
+def test_flip_scores_add_the_main_runs_at_the_main_flip_probability():
+    ising = _ising_runs({(0.3, "ed"): 2.5, (0.3, "pcd"): 3.0, (0.1, "ed"): 4.0, (0.1, "pcd"): 3.5})
+    spec = discrete.ising_spec("ed", 3, 0.3, 10, n_samples=100, burn_in=20, batch_size=50, eval_every=5, eps=0.01)
+    scores = discrete.flip_scores({(0.3, 0.01): _record(spec, {"neg_log_rmse": [0.0, 1.0, 2.75]})}, ising, 0.1)
+    assert scores == {(0.3, 0.01): 2.75, (0.3, 0.1): 2.5}  # σ = 0.1 has no side-experiment run
