@@ -466,6 +466,9 @@ def machine_conditions(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 def _train(spec: RunSpec, folder: Path, device: torch.device, progress: bool) -> tuple[RunRecord, dict[str, Any]]:
     """Train ``spec`` with its checkpoint in ``folder``; the record and the weights to save."""
+    from .train import retain_freed_memory
+
+    retain_freed_memory()
     conditions = machine_conditions(device)
     cpu0 = time.process_time()
     outcome = trainer_of(spec.kind)(spec, checkpoint=folder / CHECKPOINT, device=device, progress=progress)

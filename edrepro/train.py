@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
@@ -50,6 +51,40 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if index is not None and index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(device)
+
+
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+_GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest that glibc accepts on 64-bit systems
+_freed_memory_retained: bool | None = None
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's malloc keep the memory a training step frees, for the next step to reuse.
+
+    A step allocates and frees the same activation buffers thousands of times (about 1 MiB per
+    128-wide layer at 2 176 points). By default glibc returns such blocks to the kernel, either
+    at once (blocks above its mmap threshold) or by trimming the top of the heap, and the next
+    step faults fresh zeroed pages back in: a third of the CPU time of a 2-core book build went
+    into those page faults, all of it in the kernel. With the mmap threshold at glibc's maximum
+    (32 MiB) and heap trimming off, the buffers stay in the heap. The arithmetic is untouched:
+    every number is bitwise the same; a process keeps its peak memory until it exits.
+
+    Called by every training loop and timing of the package; idempotent. Returns whether the
+    setting is in force: False off glibc (macOS, Windows, musl) and where the user set
+    ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``, which are then left as they are.
+    """
+    global _freed_memory_retained
+    if _freed_memory_retained is None:
+        _freed_memory_retained = False
+        if sys.platform.startswith("linux") and not any(k in os.environ for k in _MALLOC_ENV):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                _freed_memory_retained = bool(libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+            except (OSError, AttributeError):  # not glibc
+                pass
+    return _freed_memory_retained
 
 
 def with_device_noise(loss_fn: LossFn, device: torch.device) -> LossFn:
@@ -303,6 +338,7 @@ def train(
     ``series`` (``loss``, ``grad_norm`` per step) and ``models`` (``model``, and ``ema``).
     """
     _check_train_args(model, loss_fn, data, n_steps, batch_size, ema_decay, eval_every, eval_fn, generator, on_nonfinite, checkpoint_every, checkpoint_path)
+    retain_freed_memory()
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=_checks.positive("lr", lr))
     elif not isinstance(optimizer, torch.optim.Optimizer):

@@ -1,4 +1,5 @@
 import random
+import sys
 import time
 
 import numpy as np
@@ -277,3 +278,34 @@ def test_with_device_noise_is_the_identity_on_cpu_and_rejects_non_callables():
     assert with_device_noise(loss_fn, torch.device("cpu")) is loss_fn
     with pytest.raises(ValueError, match="loss_fn"):
         with_device_noise(None, torch.device("cpu"))
+
+
+_TRAIN_IN_SUBPROCESS = """
+import torch
+from edrepro import losses, nets, train
+torch.set_num_threads(1)
+g = train.seed_everything(0)
+net = nets.toy_energy_net(2)
+x = torch.randn(256, 2, generator=g)
+train.train(net, lambda m, b, gen: losses.energy_discrepancy(m, b, 1.0, 16, 1.0, gen), x, 30, batch_size=128,
+            generator=g, progress=False)
+print(train.retain_freed_memory(), *[v.item() for p in net.parameters() for v in p.flatten()[:50]])
+"""
+
+
+def _train_in_subprocess(env_extra: dict[str, str]) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env_extra
+    out = subprocess.run([sys.executable, "-c", _TRAIN_IN_SUBPROCESS], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_retained_freed_memory_changes_no_number_and_yields_to_the_users_setting():
+    ours = _train_in_subprocess({})
+    users = _train_in_subprocess({"MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert ours[0] == "True" and users[0] == "False"  # the user's own malloc setting is left alone
+    assert ours[1:] == users[1:]  # the allocator changes where buffers live, not one bit of the weights
