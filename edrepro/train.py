@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -57,9 +58,9 @@ RETAIN_FREED_MEMORY_ENV = "EDREPRO_RETAIN_FREED_MEMORY"
 """Set to 0 to leave glibc's malloc as it is (see :func:`retain_freed_memory`)."""
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
 _GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest that glibc accepts on 64-bit systems
-_freed_memory_retained: bool | None = None
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Make glibc's malloc keep the memory a training step frees, for the next step to reuse.
 
@@ -69,25 +70,22 @@ def retain_freed_memory() -> bool:
     step faults fresh zeroed pages back in. A Dask nanny makes it worse: it starts its workers
     with ``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes the mmap threshold at its 128 KiB
     default, so every such buffer is mapped and unmapped on every step. With the mmap threshold
-    at glibc's maximum (32 MiB) and heap trimming off, the buffers stay in the heap: a third less
-    CPU time per step at M = 16 on the 2-D network. The arithmetic is untouched (every number is
+    at glibc's maximum (32 MiB) and heap trimming off, the buffers stay in the heap: an ED step
+    at M = 16 on the 2-D network costs a sixth less CPU time than under glibc's defaults, and a
+    third less than under a Dask nanny's setting. The arithmetic is untouched (every number is
     bitwise the same); a process keeps its peak memory until it exits.
 
     Called by every training loop and timing of the package; idempotent, and it overrides the
     ``MALLOC_*`` environment variables. Returns whether the setting is in force: False off glibc
     (macOS, Windows, musl) and where the environment sets ``EDREPRO_RETAIN_FREED_MEMORY=0``.
     """
-    global _freed_memory_retained
-    if _freed_memory_retained is None:
-        _freed_memory_retained = False
-        if sys.platform.startswith("linux") and os.environ.get(RETAIN_FREED_MEMORY_ENV, "1") != "0":
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                _freed_memory_retained = bool(libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)) and bool(
-                    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-            except (OSError, AttributeError):  # not glibc
-                pass
-    return _freed_memory_retained
+    if not sys.platform.startswith("linux") or os.environ.get(RETAIN_FREED_MEMORY_ENV, "1") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def with_device_noise(loss_fn: LossFn, device: torch.device) -> LossFn:

@@ -1,4 +1,6 @@
+import os
 import random
+import subprocess
 import sys
 import time
 
@@ -294,10 +296,6 @@ print(train.retain_freed_memory(), *[v.item() for p in net.parameters() for v in
 
 
 def _train_in_subprocess(env_extra: dict[str, str]) -> list[str]:
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env_extra
     out = subprocess.run([sys.executable, "-c", _TRAIN_IN_SUBPROCESS], env=env, capture_output=True, text=True, check=True)
     return out.stdout.split()
