@@ -6,8 +6,8 @@
 For each thread count and each method (ED, exact SM, CD) it prints the authors' ms / our ms
 per training step (zero_grad, loss, backward, Adam step) on ``nets.toy_energy_net(2)`` with a
 batch of 128: the median over paired, interleaved repeats and the smallest and largest repeat
-(:func:`edrepro.speed.compare`); then the authors' ED ms / the bare step's ms (forward and
-backward of the same network on the same B(M+1) points, :func:`edrepro.speed.bound_ratio`), the
+(:func:`edrepro.chapters.speed.compare`); then the authors' ED ms / the bare step's ms (forward and
+backward of the same network on the same B(M+1) points, :func:`edrepro.chapters.speed.bound_ratio`), the
 most that any ED implementation could gain over theirs; then the machine line.
 
 Exit status 1 when a median ratio falls below its limit, so a regression shows. The defaults check

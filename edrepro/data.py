@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._paths import checkout_root
+
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 SPLITS = {
@@ -85,12 +87,7 @@ def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 def _repo_root() -> Path:
-    try:
-        from .pipeline import find_root
-
-        return find_root()
-    except FileNotFoundError:
-        return Path.cwd()
+    return checkout_root() or Path.cwd()
 
 
 def mnist_folder(root: str | os.PathLike | None = None) -> Path:

@@ -282,7 +282,7 @@ def contrastive_divergence(
 
     The authors' 2-D setting is 10 data-initialised steps "of size 0.01" with reg=0.3; their update
     x ← x − ½·0.01·∇E + √0.01·ξ is ``step_size=0.005`` in the convention above, which is what
-    :mod:`edrepro.density` uses.
+    :mod:`edrepro.chapters.density` uses.
     """
     x = _checks.batch("x", x)
     n_steps = _checks.positive_int("n_steps", n_steps)
@@ -440,7 +440,7 @@ def _replay_pcd(n_steps: int, step_size: float, reg: float, reinit_frac: float, 
 
 def bind(name: str, *, sampler: Sampler | None = None, **hparams: Any) -> LossFn:
     """The loss ``name`` with its hyperparameters bound, as the ``loss_fn(model, x, generator)`` of
-    :func:`edrepro.train.train`; the one place where a loss is chosen by name.
+    :func:`edrepro.book.train.train`; the one place where a loss is chosen by name.
 
     - ``ed``: :func:`energy_discrepancy` (``t``, ``m_particles``, ``w``);
     - ``ed_bernoulli``: :func:`bernoulli_energy_discrepancy` (``eps``, ``m_particles``, ``w``);

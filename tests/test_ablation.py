@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from edrepro import ablation, density, runs
+from edrepro.book import runs
+from edrepro.chapters import ablation, density
 
 
 def test_variance_std_conversion():
@@ -143,7 +144,7 @@ def test_density_ablations_parameters_are_checked_first():
 
     import jupytext
 
-    from edrepro import parameters, pipeline
+    from edrepro.book import parameters, pipeline
 
     from .conftest import ROOT
 
@@ -151,7 +152,7 @@ def test_density_ablations_parameters_are_checked_first():
     k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
     defaults = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cells[k].source).body if isinstance(n, ast.Assign)}
     assert set(parameters.schema("density_ablations")) == set(defaults)
-    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("density_ablations", globals())'
+    assert cells[k + 1].source == 'from edrepro.book import parameters\nparams = parameters.check_notebook("density_ablations", globals())'
     assert parameters.check_notebook("density_ablations", defaults) == defaults
     for profile in pipeline.PROFILES:
         parameters.check("density_ablations", pipeline.load_params(ROOT, "density_ablations", profile))

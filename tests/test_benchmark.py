@@ -1,4 +1,4 @@
-"""edrepro.benchmark: runs are deterministic, cached and resumable; the leaderboard maths is exact."""
+"""edrepro.chapters.benchmark: runs are deterministic, cached and resumable; the leaderboard maths is exact."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import benchmark, density, runs
+from edrepro.book import runs
+from edrepro.chapters import benchmark, density
 
 
 
@@ -248,7 +249,8 @@ def test_score_energy_reproduces_a_runs_final_evaluation(tmp_path):
 
 def test_schema_grid_bound_resolves_the_exact_densities():
     # The smallest nll_grid the page accepts normalises every exact density to within 1e-3 (rings: std 0.08).
-    from edrepro import parameters, toy
+    from edrepro import toy
+    from edrepro.book import parameters
 
     n = parameters.schema("density_benchmark")["nll_grid"]["min"]
     for name in ("25gaussians", "8gaussians", "rings", "checkerboard"):

@@ -1,6 +1,6 @@
 import pytest
 
-from edrepro.claims import Claim, ClaimFailed, check_claims, claims_markdown
+from edrepro.book.claims import Claim, ClaimFailed, check_claims, claims_markdown
 
 
 def test_failed_claim_raises_when_enforced_and_names_it():

@@ -1,4 +1,4 @@
-"""edrepro.density: runs are deterministic, cached and resumable; the summary helpers are exact."""
+"""edrepro.chapters.density: runs are deterministic, cached and resumable; the summary helpers are exact."""
 
 import functools
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from edrepro import density, losses, nets, samplers, toy
+from edrepro import losses, nets, samplers, toy
+from edrepro.chapters import density
 
 
 
@@ -327,13 +328,13 @@ def _page_defaults(name):
 
 
 def test_density_estimation_parameters_are_checked_first():
-    from edrepro import parameters, pipeline
+    from edrepro.book import parameters, pipeline
 
     from .conftest import ROOT
 
     cells, k, defaults = _page_defaults("density_estimation")
     assert set(parameters.schema("density_estimation")) == set(defaults)
-    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("density_estimation", globals())'
+    assert cells[k + 1].source == 'from edrepro.book import parameters\nparams = parameters.check_notebook("density_estimation", globals())'
     assert parameters.check_notebook("density_estimation", defaults) == defaults
     for profile in pipeline.PROFILES:
         parameters.check("density_estimation", pipeline.load_params(ROOT, "density_estimation", profile))

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import discrete, losses, nets, samplers, runs
+from edrepro import losses, nets, samplers
+from edrepro.book import runs
+from edrepro.chapters import discrete
 
 # ------------------------------------------------------------------ helpers
 
@@ -490,13 +492,13 @@ def _page_defaults() -> dict:
 
     cells = [c for c in jupytext.read(ROOT / "notebooks" / "discrete_ed.md").cells if c.cell_type == "code"]
     k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
-    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("discrete_ed", globals())'
+    assert cells[k + 1].source == 'from edrepro.book import parameters\nparams = parameters.check_notebook("discrete_ed", globals())'
     tree = ast.parse(cells[k].source)
     return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)}
 
 
 def test_page_parameters_match_the_schema_and_every_profile():
-    from edrepro import parameters, pipeline
+    from edrepro.book import parameters, pipeline
 
     from .conftest import ROOT
 
@@ -513,7 +515,7 @@ def test_page_parameters_match_the_schema_and_every_profile():
 @pytest.mark.parametrize("key, value", [("rbm_m_particles", 0), ("m_particles", 0), ("sigmas", []), ("ising_eps", 1.0),
                                         ("n_hidden", 27), ("burn_in", 10), ("cpu_threads", -1), ("reuse_runs", "yes")])
 def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
-    from edrepro import parameters
+    from edrepro.book import parameters
 
     with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'discrete_ed'"):
         parameters.check_notebook("discrete_ed", {**_page_defaults(), key: value})

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from edrepro import lebm, losses, runs
+from edrepro import losses
+from edrepro.book import runs
+from edrepro.chapters import lebm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,7 +202,7 @@ def test_killed_cli_run_resumes(tmp_path):
     if not Path(os.environ.get("EDREPRO_DATA", ROOT.parent / "shared" / "data"), "mnist").is_dir():
         pytest.skip("MNIST is not available")
     overrides = ["ngf=2", "post_steps=2", "n_train=64", "batch_size=32", "epochs=6", "ed_m=2", "ema_decay=0.9", "seed=3"]
-    command = [sys.executable, "-m", "edrepro.lebm", "--profile", "smoke", "--prior", "ed", "--device", "cpu",
+    command = [sys.executable, "-m", "edrepro.chapters.lebm", "--profile", "smoke", "--prior", "ed", "--device", "cpu",
                "--runs", str(tmp_path / "runs"), "--no-progress", "--set", *overrides]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -258,13 +260,13 @@ def test_cli_rejects_unknown_and_malformed_parameters(capsys):
 
 
 def test_cli_exits_non_zero_on_an_unknown_key_from_the_shell():
-    result = subprocess.run([sys.executable, "-m", "edrepro.lebm", "--profile", "smoke", "--set", "epochz=3"],
+    result = subprocess.run([sys.executable, "-m", "edrepro.chapters.lebm", "--profile", "smoke", "--set", "epochz=3"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "epochz" in result.stdout + result.stderr
 
 
 def test_page_specs_are_the_two_lebms_and_the_classifier(root):
-    from edrepro import pipeline
+    from edrepro.book import pipeline
 
     params = pipeline.effective_params(root, "edlebm_mnist", "quick")
     ed, cd, classifier = lebm.page_specs(params)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from edrepro import runs, data, mnist_eval
+from edrepro import data
+from edrepro.book import runs
+from edrepro.chapters import mnist_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 

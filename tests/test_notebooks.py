@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edrepro import pipeline
+from edrepro.book import pipeline
 
 from .conftest import ROOT
 

@@ -6,12 +6,12 @@ import jupytext
 import papermill
 import pytest
 
-from edrepro import parameters, pipeline
+from edrepro.book import parameters, pipeline
 
 from .conftest import ROOT
 
 PAGES = ["intro", "myopia", "w_stabilisation"]
-CHECK_CELL = 'from edrepro import parameters\nparams = parameters.check_notebook("{name}", globals())'
+CHECK_CELL = 'from edrepro.book import parameters\nparams = parameters.check_notebook("{name}", globals())'
 
 
 def _cells(name):

@@ -10,7 +10,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from edrepro import pipeline
+from edrepro.book import pipeline
 
 from .conftest import ROOT
 
@@ -202,7 +202,7 @@ def test_sync_adds_the_install_cell_pairs_and_is_idempotent(tmp_path):
 
 
 def test_claims_are_counted_across_seeds(tmp_path):
-    body = ("from edrepro.claims import Claim, check_claims\n"
+    body = ("from edrepro.book.claims import Claim, check_claims\n"
             "enforce_claims = False\n"
             "check_claims([Claim('always', '1', True), Claim('even seeds', str(seed), seed % 2 == 0)], enforce=enforce_claims)")
     root = _toy_repo(tmp_path, body)
@@ -212,23 +212,24 @@ def test_claims_are_counted_across_seeds(tmp_path):
 
 
 def test_profile_cost_charges_each_run_the_measured_seconds_per_step():
-    from edrepro import density, runs
+    from edrepro.book import runs
+    from edrepro.chapters import density
 
     def measured(method, seconds_per_step, dataset="25gaussians"):
         spec = density.spec(method, dataset, 0, 100, eval_every=50)
         return runs.RunRecord(spec, "finished", {"step": [0, 100]}, {}, 100, 100 * seconds_per_step)
 
     rates = {"ed": 0.001, "sm": 0.004, "cd": 0.002}
-    cost = pipeline.profile_cost(ROOT, "density_estimation", [measured(m, r) for m, r in rates.items()])
+    cost = pipeline.profile_cost("density_estimation", [measured(m, r) for m, r in rates.items()], root=ROOT)
     paper = pipeline.page_specs(ROOT, "density_estimation", "paper")
     assert cost["runs"] == len(paper) and cost["steps"] == sum(s.budget for s in paper) and cost["unmatched"] == 0
     assert cost["cpu_seconds"] == pytest.approx(sum(s.budget * rates[s.method] for s in paper))
     # another data set of the same method falls back to the method's rate; a missing method is counted
-    cost = pipeline.profile_cost(ROOT, "density_estimation", [measured("ed", 0.001, "8gaussians"), measured("sm", 0.004)])
+    cost = pipeline.profile_cost("density_estimation", [measured("ed", 0.001, "8gaussians"), measured("sm", 0.004)], root=ROOT)
     assert cost["unmatched"] == sum(s.method == "cd" for s in paper)
     assert cost["cpu_seconds"] == pytest.approx(sum(s.budget * rates[s.method] for s in paper if s.method != "cd"))
     with pytest.raises(ValueError, match="measured"):
-        pipeline.profile_cost(ROOT, "density_estimation", [])
+        pipeline.profile_cost("density_estimation", [], root=ROOT)
 
 
 def test_scale_out_commands_name_the_notebook_and_the_scheduler():

@@ -1,10 +1,10 @@
-"""edrepro.results: exported results round-trip, carry provenance, and a stale file fails."""
+"""edrepro.book.results: exported results round-trip, carry provenance, and a stale file fails."""
 
 import json
 
 import pytest
 
-from edrepro import pipeline, results, runs
+from edrepro.book import pipeline, results, runs
 
 from .conftest import ROOT
 

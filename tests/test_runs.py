@@ -1,4 +1,4 @@
-"""edrepro.runs: spec keys, the cache, locks, damaged files, and the executors — with a real Dask cluster."""
+"""edrepro.book.runs: spec keys, the cache, locks, damaged files, and the executors — with a real Dask cluster."""
 
 import json
 import os
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edrepro import density, pipeline, runs
+from edrepro.book import pipeline, runs
+from edrepro.chapters import density
 
 from .conftest import ROOT
 
@@ -101,7 +102,7 @@ def test_weights_file_that_is_damaged_is_named(tmp_path):
 _FETCH = """
 import sys, time, torch
 torch.set_num_threads(1)
-from edrepro import density
+from edrepro.chapters import density
 start = time.time()
 r = density.run("ed", n_steps=400, eval_every=100, eval_samples=300, root=sys.argv[1], progress=False)
 print(r.cached, r.folder, start, time.time())
@@ -233,7 +234,7 @@ def test_a_failed_run_does_not_stop_the_sweep(tmp_path, cluster):
     from dask.distributed import Client
 
     def break_score_matching():
-        import edrepro.density as d
+        import edrepro.chapters.density as d
 
         real = d.train_spec
 

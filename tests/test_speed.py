@@ -1,4 +1,4 @@
-"""Tests for edrepro.speed: the restated references equal our losses, timing bookkeeping, validation.
+"""Tests for edrepro.chapters.speed: the restated references equal our losses, timing bookkeeping, validation.
 
 No assertion here depends on how fast anything runs; the speed limits are in benchmarks/loss_speed.py.
 """
@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from edrepro import losses, nets, speed
+from edrepro import losses, nets
+from edrepro.chapters import speed
 
 D64 = torch.float64
 
@@ -108,7 +109,8 @@ def test_describe_machine():
 
 
 def _record(method, seed, steps, seconds, mse, status="finished"):
-    from edrepro import density, runs
+    from edrepro.book import runs
+    from edrepro.chapters import density
 
     spec = density.spec(method, seed=seed, n_steps=steps[-1])
     curves = {"step": list(steps), "seconds": list(seconds), "mse": list(mse)}
@@ -264,7 +266,8 @@ def test_affine_fit_recovers_a_line_and_its_r2():
 
 
 def test_page_specs_are_the_density_estimation_pages_runs(root):
-    from edrepro import density, pipeline
+    from edrepro.book import pipeline
+    from edrepro.chapters import density
 
     expected = density.page_specs(pipeline.effective_params(root, "density_estimation", "smoke"))
     assert speed.page_specs({"profile": "smoke"}) == expected
@@ -305,11 +308,11 @@ def _page_defaults() -> dict:
 
 
 def test_the_page_schema_names_exactly_its_parameters_and_allows_every_profile(root):
-    from edrepro import parameters, pipeline
+    from edrepro.book import parameters, pipeline
 
     cells = _page_cells()
     k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", ()))
-    assert cells[k + 1].source == 'from edrepro import parameters\nparams = parameters.check_notebook("performance", globals())'
+    assert cells[k + 1].source == 'from edrepro.book import parameters\nparams = parameters.check_notebook("performance", globals())'
     assert set(parameters.schema("performance")) == set(_page_defaults())
     assert parameters.check_notebook("performance", _page_defaults()) == _page_defaults()
     for profile in pipeline.PROFILES:
@@ -321,7 +324,7 @@ def test_the_page_schema_names_exactly_its_parameters_and_allows_every_profile(r
 @pytest.mark.parametrize("key, value", [("profile", "fast"), ("clock", "sundial"), ("repeats", 1), ("m_values", [4]),
                                         ("dims", [0]), ("batch_size", 1), ("threshold", 0.0), ("cpu_threads", -1)])
 def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
-    from edrepro import parameters
+    from edrepro.book import parameters
 
     with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'performance'"):
         parameters.check_notebook("performance", {**_page_defaults(), key: value})

@@ -1,11 +1,12 @@
-"""Figure 2 helpers (edrepro.stabilisation): the one-parameter model's optimum, learned energies, the runs."""
+"""Figure 2 helpers (edrepro.chapters.stabilisation): the one-parameter model's optimum, learned energies, the runs."""
 
 import math
 
 import pytest
 import torch
 
-from edrepro import losses, nets, stabilisation
+from edrepro import losses, nets
+from edrepro.chapters import stabilisation
 
 F64 = torch.float64
 

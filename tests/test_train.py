@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from edrepro import nets
-from edrepro.runs import Outcome
-from edrepro.train import resolve_device, seed_everything, train
+from edrepro.book.runs import Outcome
+from edrepro.book.train import resolve_device, seed_everything, train
 
 MU = torch.tensor([1.0, -2.0])
 
@@ -272,7 +272,7 @@ def test_bad_arguments(kwargs, word):
 
 
 def test_with_device_noise_is_the_identity_on_cpu_and_rejects_non_callables():
-    from edrepro.train import with_device_noise
+    from edrepro.book.train import with_device_noise
 
     def loss_fn(model, x, generator):
         return x.sum()
@@ -284,7 +284,8 @@ def test_with_device_noise_is_the_identity_on_cpu_and_rejects_non_callables():
 
 _TRAIN_IN_SUBPROCESS = """
 import torch
-from edrepro import losses, nets, train
+from edrepro import losses, nets
+from edrepro.book import train
 torch.set_num_threads(1)
 g = train.seed_everything(0)
 net = nets.toy_energy_net(2)

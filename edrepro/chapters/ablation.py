@@ -1,0 +1,232 @@
+"""The grid of energy-discrepancy ablations of the density-ablations chapter.
+
+The authors vary the noise scale and the stabilisation of ED on 25 Gaussians: rows "std t" ∈
+{0.05, 50} at w = 1 and rows w ∈ {0, 0.05, 50} at std 1, each against M ∈ {1, 32, 512}. In
+this book t is the *variance* of each Gaussian step, so their std s is t = s² here
+(:func:`variance_of_std`). One :class:`Cell` is one (t, w, M) configuration; :func:`ablation_grid`
+builds the rows × columns list, :func:`page_specs` turns the page's cells into runs of
+:mod:`edrepro.chapters.density` that record both estimators of the error (``mse``, ``mse_grid``; computed
+and cached by :mod:`edrepro.book.runs`, so an interrupted grid resumes cell by cell, on worker
+processes if asked).
+
+Page helpers: :func:`annotation` / :func:`effective_mse` turn a finished run into the text and the
+number shown in its heatmap cell (a diverged run reads "diverged at step k (loss)" and counts as
+an infinite error); :func:`clearly_better`, :func:`finite_throughout` and :func:`flatness` measure
+the page's claims; :func:`evaluations`, :func:`cost_fit` and :func:`predicted_seconds` compute the
+cost of a grid in energy evaluations and estimate its duration from measured speeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _checks, metrics, plotting
+from ..book import runs
+from . import density
+
+
+def variance_of_std(std: float) -> float:
+    """The variance t = std² of a Gaussian step whose standard deviation is ``std``."""
+    return _checks.positive("std", std) ** 2
+
+
+def std_of_variance(t: float) -> float:
+    """The standard deviation √t of a Gaussian step of variance ``t``."""
+    return math.sqrt(_checks.positive("t", t))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One ED configuration of the grid: variance ``t``, stabilisation ``w``, negatives ``m``; ``row`` names its row."""
+
+    row: str
+    t: float
+    w: float
+    m: int
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameters of :func:`edrepro.chapters.density.run` for method ``"ed"``."""
+        return {"t": self.t, "m_particles": self.m, "w": self.w}
+
+
+def row_label(t: float, w: float) -> str:
+    """A row's title, e.g. ``"t = 0.0025 (std 0.05), w = 1"``."""
+    return f"t = {t:g} (std {std_of_variance(t):g}), w = {w:g}"
+
+
+def ablation_grid(
+    t_values: Sequence[float], w_values: Sequence[float], m_values: Sequence[int], w_for_t: float = 1.0, t_for_w: float = 1.0
+) -> tuple[list[str], list[Cell]]:
+    """The rows (their labels) and the cells of the ablation grid, row by row, M along a row.
+
+    Rows: each variance in ``t_values`` at w = ``w_for_t``, then each w in ``w_values`` at
+    t = ``t_for_w``. Columns: ``m_values``. Raises ValueError on a bad value or a repeated row.
+    """
+    ts = [_checks.positive("t", t) for t in t_values]
+    ws = [_checks.non_negative("w", w) for w in w_values]
+    ms = [_checks.positive_int("M", m) for m in m_values]
+    _checks.non_negative("w_for_t", w_for_t)
+    _checks.positive("t_for_w", t_for_w)
+    if not ms or not (ts or ws):
+        raise ValueError("the grid needs at least one M and at least one row (a t or a w value)")
+    if len(set(ms)) != len(ms):
+        raise ValueError(f"m_values must be distinct, got {list(m_values)}")
+    settings = [(t, w_for_t) for t in ts] + [(t_for_w, w) for w in ws]
+    if len(set(settings)) != len(settings):
+        raise ValueError(f"two rows have the same (t, w): {settings}")
+    rows = [row_label(t, w) for t, w in settings]
+    cells = [Cell(label, t, w, m) for label, (t, w) in zip(rows, settings) for m in ms]
+    return rows, cells
+
+
+def page_cells(params: Mapping[str, Any]) -> tuple[list[str], list[Cell]]:
+    """The rows and cells of the ablation page for its parameters."""
+    return ablation_grid(params["t_values"], params["w_values"], params["m_values"], params["w_for_t"], params["t_for_w"])
+
+
+def cell_spec(cell: Cell, params: Mapping[str, Any]) -> runs.RunSpec:
+    """The ED run of one cell (:func:`edrepro.chapters.density.spec`) with the page's shared settings."""
+    return density.spec(
+        "ed", params["dataset"], params["seed"], params["n_steps"], hparams=cell.hparams, batch_size=params["batch_size"],
+        lr=params["lr"], ema_decay=params["ema_decay"], eval_every=params["eval_every"], eval_samples=params["eval_samples"],
+        metrics=["mse", "mse_grid"], chapter="density_ablations",
+    )
+
+
+def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
+    """The runs of the ablation page for its parameters, one per cell, row by row."""
+    return [cell_spec(c, params) for c in page_cells(params)[1]]
+
+
+SHORT = {"mse": "MSE", "mse_grid": "MSE quad."}
+"""Short names of the two MSE estimators in a heatmap cell: importance sampling (the authors') and quadrature."""
+
+
+def effective_mse(record: runs.RunRecord, metric: str = "mse") -> float:
+    """The final ``metric`` (``"mse"`` or ``"mse_grid"``), or +inf for a diverged run (or a non-finite value)."""
+    _checks.choice("metric", metric, SHORT)
+    if record.diverged:
+        return math.inf
+    value = float(record.final(metric))
+    return value if math.isfinite(value) else math.inf
+
+
+def annotation(record: runs.RunRecord, metrics: Sequence[str] = ("mse",)) -> str:
+    """The text of a heatmap cell: ``"MSE 0.123"`` (one line per metric of ``metrics``), or
+    ``"diverged at step k (loss)"``."""
+    if record.diverged:
+        return record.outcome_text()
+    lines = []
+    for metric in metrics:
+        _checks.choice("metric", metric, SHORT)
+        value = float(record.final(metric))
+        lines.append(f"{SHORT[metric]} {value:.3g}" if math.isfinite(value) else f"{SHORT[metric]} not finite")
+    return "\n".join(lines)
+
+
+def mse_table(
+    results: Mapping[Cell, runs.RunRecord], rows: Sequence[str], m_values: Sequence[int], metric: str = "mse"
+) -> list[list[float]]:
+    """The :func:`effective_mse` of every cell as a rows × M table (KeyError if a cell is missing)."""
+    by_key = {(c.row, c.m): r for c, r in results.items()}
+    return [[effective_mse(by_key[(row, m)], metric) for m in m_values] for row in rows]
+
+
+def clearly_better(a: runs.RunRecord, b: runs.RunRecord, metric: str = "mse", margin: float = 0.9) -> bool:
+    """Is run ``a``'s final ``metric`` below ``margin`` times run ``b``'s (:func:`effective_mse`; a diverged
+    run is never better, and any finite value is better than a diverged one)?"""
+    _checks.open_unit("margin", margin)
+    mine, theirs = effective_mse(a, metric), effective_mse(b, metric)
+    return math.isfinite(mine) and mine < margin * theirs
+
+
+def finite_throughout(record: runs.RunRecord, metrics: Sequence[str] = ("mse", "mse_grid")) -> bool:
+    """True when the run finished (did not diverge) and every evaluation of every metric is finite."""
+    if record.diverged or record.status != "finished":
+        return False
+    return all(math.isfinite(v) for metric in metrics for v in record.curve(metric))
+
+
+def flatness(record: runs.RunRecord, bounds: tuple[float, float] = (-3.0, 3.0), n: int = 60) -> float:
+    """The spread max E − min E of a run's EMA energy on an n×n grid over ``bounds`` (:func:`energy_range`);
+    smaller means a flatter density. [−3, 3]² holds the 25 Gaussians."""
+    return energy_range(density.energy(record), bounds, n)
+
+
+def evaluations(m_values: Sequence[int], n_steps: int, batch_size: int, n_rows: int = 1) -> int:
+    """Energy evaluations of training a grid: every iteration of a cell with M negatives evaluates the
+    energy at B(M + 1) points (B data points and BM negatives), so the grid costs
+    n_rows · n_steps · B · Σ_M (M + 1)."""
+    ms = [_checks.positive_int("M", m) for m in m_values]
+    for name, value in (("n_steps", n_steps), ("batch_size", batch_size), ("n_rows", n_rows)):
+        _checks.positive_int(name, value)
+    return n_rows * n_steps * batch_size * sum(m + 1 for m in ms)
+
+
+def cost_fit(records: Sequence[runs.RunRecord]) -> tuple[float, float]:
+    """Least-squares fit of the measured training seconds per iteration of ED runs against M + 1:
+    seconds/iteration ≈ a + b·(M + 1); returns (a, b). Needs runs with at least two different M."""
+    rs = [r for r in records if r.steps > 0 and r.train_seconds > 0]
+    ms = {r.spec.hparams.get("m_particles") for r in rs}
+    if not rs or any(r.spec.method != "ed" for r in rs) or len(ms) < 2:
+        raise ValueError("records must hold finished ED runs with at least two different numbers of negatives M")
+    x = np.array([r.spec.hparams["m_particles"] + 1 for r in rs], dtype=float)
+    y = np.array([r.train_seconds / r.steps for r in rs])
+    b, a = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+def predicted_seconds(fit: tuple[float, float], m_values: Sequence[int], n_steps: int, n_rows: int = 1) -> float:
+    """Training seconds of a grid predicted by a :func:`cost_fit` (a, b): n_rows · n_steps · Σ_M (a + b(M + 1))."""
+    a, b = fit
+    ms = [_checks.positive_int("M", m) for m in m_values]
+    _checks.positive_int("n_steps", n_steps)
+    _checks.positive_int("n_rows", n_rows)
+    return n_rows * n_steps * sum(a + b * (m + 1) for m in ms)
+
+
+def require_w_rows(w_values: Sequence[float]) -> tuple[float, float, float]:
+    """(0, the smallest w > 0, the largest w) of ``w_values``: the rows the page's claims compare.
+    Raises ValueError naming ``w_values`` when it lacks w = 0 or two positive values."""
+    positive = sorted(w for w in w_values if w > 0)
+    if 0 not in w_values or len(positive) < 2:
+        raise ValueError(f"w_values must contain 0 and at least two values > 0 (the claims compare them), got {list(w_values)}")
+    return 0.0, positive[0], positive[-1]
+
+
+def cell_density(
+    record: runs.RunRecord, bounds: tuple[float, float] = (-4.0, 4.0), n: int = 100, energy: Callable | None = None
+) -> np.ndarray | None:
+    """The grid-normalised density of a run's EMA model (or of ``energy``, when given;
+    :func:`edrepro.plotting.grid_density`), or None when its energies are not finite on the grid
+    (a diverged model)."""
+    try:
+        with torch.no_grad():
+            p = plotting.grid_density(energy or density.energy(record), bounds, n)
+    except ValueError:  # energies rejected as non-finite
+        return None
+    return p if np.isfinite(p).all() else None
+
+
+def energy_range(energy: Callable[[torch.Tensor], torch.Tensor], bounds: tuple[float, float] = (-3.0, 3.0), n: int = 60) -> float:
+    """max − min of ``energy`` on an n×n grid over the square ``bounds`` (inf if not finite).
+
+    A flatter density has a smaller range; it does not depend on the energy's additive constant.
+    """
+    points, _ = metrics.grid_points(bounds, n, dim=2)
+    if isinstance(energy, torch.nn.Module):
+        param = next(energy.parameters(), None)
+        if param is not None:
+            points = points.to(param)
+    with torch.no_grad():
+        e = energy(points).reshape(-1)
+    if not torch.isfinite(e).all():
+        return math.inf
+    return float(e.max() - e.min())
