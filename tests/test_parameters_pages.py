@@ -51,10 +51,12 @@ BAD = [
     ("myopia", "rho_true", 0.995),
     ("myopia", "ed_ts", [8.0]),
     ("myopia", "ed_ts", [2.0, -1.0]),
+    ("myopia", "ed_ts", [2.0, 2.0]),  # the claims compare consecutive distinct times
     ("myopia", "n_datasets", 1),
     ("myopia", "cpu_threads", -1),
     ("myopia", "enforce_claims", "yes"),
     ("w_stabilisation", "ws", [0.0, -0.1]),
+    ("w_stabilisation", "ws", [0.0, 1.0, 1.0]),  # the page trains one run per w
     ("w_stabilisation", "n_steps", 0),
     ("w_stabilisation", "lr", 0.0),
     ("w_stabilisation", "theory_points", 10),

@@ -38,6 +38,7 @@ def test_export_round_trips_with_provenance(exported):
     assert set(heat) == {r.spec.method for r in records} and len(heat["ed"]["density"]) == loaded.extras["grid_points"]
     line = results.provenance_line(loaded)
     assert "python -m edrepro export density_estimation --profile smoke" in line and "machine:" in line
+    assert results.code_changes(loaded) == {} and "The current code is the code that made them" in line
     assert results.stale_reasons(ROOT, "density_estimation", "smoke") == []
 
 
@@ -48,7 +49,7 @@ def test_changed_parameters_make_the_file_stale(exported, monkeypatch):
     data["records"][0]["spec"]["budget"] += 1
     path.write_text(json.dumps(data))
     reasons = results.stale_reasons(ROOT, "density_estimation", "smoke")
-    assert len(reasons) == 2 and "['n_steps']" in reasons[0] and "run key(s) differ" in reasons[1]
+    assert len(reasons) == 2 and "['n_steps']" in reasons[0] and "run spec(s) differ" in reasons[1]
     path.write_text("{not json")
     with pytest.raises(runs.DamagedRunError, match="export it again"):
         results.load("density_estimation", "smoke", ROOT)
@@ -66,3 +67,26 @@ def test_committed_results_match_the_current_parameters_and_code(path):
         f"{path.relative_to(ROOT)} is stale: recompute it with python -m edrepro sweep {path.parent.name} --profile {path.stem} "
         f"and python -m edrepro export {path.parent.name} --profile {path.stem}"
     )
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_committed_results_record_the_code_that_made_them(path):
+    loaded = results.load(path.parent.name, path.stem, ROOT)
+    assert all(r.code.get("digest") and r.code.get("modules") for r in loaded.records), (
+        f"{path.relative_to(ROOT)} does not record its code: python -m edrepro verify {path.parent.name} --profile {path.stem} --rekey"
+    )
+
+
+def test_the_page_says_when_the_code_differs_from_the_stored_results(exported, monkeypatch):
+    from edrepro.book import identity
+
+    real = identity.module_digest
+    monkeypatch.setattr(identity, "module_digest", lambda name: "edited" if name == "edrepro.losses" else real(name))
+    identity.code_identity.cache_clear()
+    try:
+        loaded = results.load("density_estimation", "smoke", ROOT)
+        assert results.code_changes(loaded) == {"density": ["edrepro.losses"]}
+        assert "The current code differs from the code that made these results" in results.provenance_line(loaded)
+    finally:
+        monkeypatch.undo()
+        identity.code_identity.cache_clear()

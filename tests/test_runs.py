@@ -29,7 +29,7 @@ def _spec(**changes):
 
 def test_spec_key_is_the_content_and_ignores_who_asked():
     a, b = _spec(), _spec()
-    assert a.key == b.key and len(a.key) == 12 and a == b and hash(a) == hash(b)
+    assert a.key == b.key and len(a.content_key) == 12 and a.key.startswith(a.content_key + "-") and a == b and hash(a) == hash(b)
     assert a.label == f"ed-25gaussians-seed0-{a.key}"
     assert runs.RunSpec.from_dict(a.to_dict()) == a
     assert _spec(chapter="density_benchmark", checkpoint_every=7).key == a.key  # shared across chapters
@@ -74,7 +74,7 @@ def test_damaged_checkpoint_is_named_never_silently_retrained(tmp_path, damage):
     with pytest.raises(runs.DamagedRunError) as info:
         runs.fetch(spec, root=tmp_path, progress=False)
     message = str(info.value)
-    assert str(folder / runs.CHECKPOINT) in message and "delete it to retrain" in message and f"rm -r {folder}" in message
+    assert str(folder / runs.CHECKPOINT) in message and "again from the start, delete its folder" in message and f"rm -r {folder}" in message
     assert (folder / runs.CHECKPOINT).read_bytes() == data and not (folder / runs.RECORD).exists()
     assert runs.fetch(spec, root=tmp_path, fresh=True, progress=False).status == "finished"  # fresh retrains
 
@@ -83,7 +83,7 @@ def test_damaged_record_is_named(tmp_path):
     spec = _spec()
     record = runs.fetch(spec, root=tmp_path, progress=False)
     (record.folder / runs.RECORD).write_text('{"spec": {"kind": "density", "metho')
-    with pytest.raises(runs.DamagedRunError, match=r"record.json is damaged.*delete it to retrain"):
+    with pytest.raises(runs.DamagedRunError, match=r"record.json is damaged.*again from the start, delete its folder"):
         runs.fetch(spec, root=tmp_path, progress=False)
     (record.folder / runs.RECORD).write_text("")
     with pytest.raises(runs.DamagedRunError, match="record.json is damaged"):

@@ -11,8 +11,16 @@
   the cached runs, for the pages to show beside their live runs.
 - ``claims NAME --profile P --seeds 0-39`` executes a page once per seed and counts, per claim, the
   seeds for which it holds (exit 1 if any claim fails for some seed).
+- ``verify NAME --profile P [--steps N] [--rekey]`` retrains the first steps of one stored run per
+  method with the current code and compares its evaluations with ``results/NAME/P.json``.
+- ``--accept-other-code`` (``run``, ``sweep``, ``book``, ``claims``) uses cached runs made by other
+  code or on another device type, announcing what differs; by default they are trained again.
 - ``list`` prints the book's notebooks; ``sync`` rewrites the notebooks' Colab install cell from
   ``_config.yml`` and re-pairs the ``.ipynb`` files.
+
+``run``, ``sweep``, ``export`` and ``claims`` make every check the pages would make before any work: every
+name must be a notebook, and every page's parameters must pass its schema and its cross-parameter rules
+(:func:`edrepro.book.pipeline.check_pages`), so a mistake in the last name or value costs nothing.
 """
 
 from __future__ import annotations
@@ -87,13 +95,42 @@ def _parser() -> argparse.ArgumentParser:
     claims.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-39 or 0,3,7 (default: 0-4)")
     claims.add_argument("--workers", type=int, default=cores, help=f"worker processes for the page's training runs (default: {cores})")
 
+    verify = sub.add_parser("verify", help="retrain the first steps of stored runs with the current code and compare with results/NAME/PROFILE.json")
+    verify.add_argument("names", nargs="+", metavar="NAME", help="chapters whose stored results to check")
+    _add_profile(verify, overrides=False)
+    verify.add_argument("--steps", type=int, default=300, help="steps to retrain per run, rounded up to whole evaluation intervals (default: 300)")
+    verify.add_argument("--rekey", action="store_true", help="when every run reproduces, record the current code's identity in the results file")
+
+    for command in (run, sweep, book, claims):
+        command.add_argument("--accept-other-code", action="store_true",
+                             help="use cached runs made by other code or on another device type (each is announced with what differs)")
+
     sub.add_parser("list", help="list the book's notebooks")
     sync = sub.add_parser("sync", help="make the Colab install cell match _config.yml and each .ipynb match its .md")
     sync.add_argument("names", nargs="*", metavar="NAME", help="notebooks to sync (default: all)")
     return parser
 
 
+def _verify(args: argparse.Namespace, root: Path) -> int:
+    from . import verify
+
+    failed = 0
+    for name in args.names:
+        checks = verify.verify(root, name, args.profile, steps=args.steps)
+        failed += sum(not c.reproduced for c in checks)
+        if args.rekey:
+            command = f"python -m edrepro verify {name} --profile {args.profile} --steps {args.steps} --rekey"
+            print(f"recorded the current code in {verify.rekey(root, name, args.profile, checks, args.steps, command)}")
+    return 1 if failed else 0
+
+
 def _dispatch(args: argparse.Namespace, root: Path) -> int:
+    if getattr(args, "accept_other_code", False):
+        from . import runs
+
+        os.environ[runs.ACCEPT_OTHER_CODE_ENV] = "1"  # notebooks' kernels and Dask workers inherit it
+    if args.command == "verify":
+        return _verify(args, root)
     if args.command == "list":
         print("\n".join(pipeline.notebook_names(root)))
         return 0
@@ -104,21 +141,25 @@ def _dispatch(args: argparse.Namespace, root: Path) -> int:
     if args.command == "sweep":
         from . import results
 
+        start_state = results.source_state(root)  # before any run trains: what the runs are trained by
         summary = pipeline.sweep_notebooks(
             root, args.names, args.profile, _overrides(args.parameter), workers=args.workers,
             scheduler=args.scheduler, fresh=args.fresh,
         )
-        results.log_sweep(root, args.names, args.profile, _overrides(args.parameter), "python -m edrepro " + " ".join(sys.argv[1:]), summary)
+        results.log_sweep(root, args.names, args.profile, _overrides(args.parameter), "python -m edrepro " + " ".join(sys.argv[1:]),
+                          summary, start_state=start_state)
         print(summary.text())
         return 1 if summary.failed else 0
     if args.command == "export":
         from . import results
 
+        pipeline.check_pages(root, args.names, args.profile, _overrides(args.parameter))  # every name and page, before writing any file
         for name in args.names:
             print(f"wrote {results.export(root, name, args.profile, _overrides(args.parameter))}")
         return 0
     if args.command == "claims":
         seeds = _seeds(args.seeds)
+        pipeline.check_names(root, [args.name])
         failures = pipeline.claims_across_seeds(root, args.name, args.profile, seeds, _overrides(args.parameter), workers=args.workers)
         print(f"\n{args.name} ({args.profile}), seeds {args.seeds}:")
         for claim, failed in failures.items():

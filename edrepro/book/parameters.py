@@ -20,9 +20,13 @@ A schema maps every parameter to a rule, written in YAML::
 
 ``type`` is one of ``int``, ``float`` (an int is accepted), ``bool``, ``str``, ``device``
 (``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``) and ``list`` (with an ``item`` rule and
-optional ``min_items`` / ``max_items``); ``min`` / ``max`` are inclusive bounds, ``above`` /
+optional ``min_items`` / ``max_items``; ``unique: true`` forbids a repeated item); ``min`` / ``max`` are inclusive bounds, ``above`` /
 ``below`` strict ones; ``choices`` lists the allowed values; ``nullable`` admits ``None``;
 ``why`` says in words why a bound is there (it is added to the error).
+
+A rule that ties several parameters together (``methods`` must hold ``ed``, ``top_k`` at most
+``len(methods)``) is the chapter's function of :data:`edrepro.book.pipeline.PAGE_CHECKS`, which
+:func:`edrepro.book.pipeline.effective_params` calls after these checks.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 
 import yaml
 
-RULE_KEYS = {"type", "min", "max", "above", "below", "choices", "item", "min_items", "max_items", "nullable", "why"}
+RULE_KEYS = {"type", "min", "max", "above", "below", "choices", "item", "min_items", "max_items", "unique", "nullable", "why"}
 TYPES = ("int", "float", "bool", "str", "device", "list")
 # Names IPython defines in every kernel namespace; they are never parameters.
 _KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -85,7 +89,7 @@ def _allowed(rule: Mapping[str, Any]) -> str:
         size = ""
         if "min_items" in rule or "max_items" in rule:
             size = f" of {rule.get('min_items', 0)} to {rule.get('max_items', '∞')} items"
-        text = f"a list{size}, each {_allowed(rule['item'])}"
+        text = f"a list{size}{' of distinct items' if rule.get('unique') else ''}, each {_allowed(rule['item'])}"
     elif "choices" in rule:
         text = f"one of {rule['choices']}"
     else:
@@ -111,6 +115,8 @@ def _fits(rule: Mapping[str, Any], value: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         if not rule.get("min_items", 0) <= len(value) <= rule.get("max_items", math.inf):
+            return False
+        if rule.get("unique") and any(value[i] == value[j] for i in range(len(value)) for j in range(i)):
             return False
         return all(_fits(rule["item"], v) for v in value)
     if kind == "bool":

@@ -81,6 +81,19 @@ def notebook_names(root: Path) -> list[str]:
     return [f for f in files if (root / "notebooks" / f"{f}.md").is_file()]
 
 
+def check_names(root: Path, names: list[str]) -> list[str]:
+    """``names`` when every one is a notebook of ``root`` (a source ``notebooks/NAME.md``); else one
+    ValueError naming every unknown name and listing the book's notebooks. Called before any work."""
+    unknown = [n for n in names if not isinstance(n, str) or not re.fullmatch(r"[A-Za-z0-9_]+", n)
+               or not (root / "notebooks" / f"{n}.md").is_file()]
+    if unknown:
+        which = ", ".join(repr(n) for n in unknown)
+        files = ", ".join(f"notebooks/{n}.md" for n in unknown)
+        raise ValueError(f"unknown notebook{'s' if len(unknown) > 1 else ''} {which}: no {files}; "
+                         f"the book's notebooks are {', '.join(notebook_names(root))}")
+    return list(names)
+
+
 def params_path(root: Path, name: str, profile: str) -> Path:
     return root / "notebooks" / "params" / name / f"{profile}.yaml"
 
@@ -112,9 +125,8 @@ def notebook_defaults(root: Path, name: str) -> dict:
     source without running it (and without jupytext, which an installed package may lack)."""
     import ast
 
+    check_names(root, [name])
     source = root / "notebooks" / f"{name}.md"
-    if not source.is_file():
-        raise ValueError(f"unknown notebook {name!r}: no {source}; the book's notebooks are {', '.join(notebook_names(root))}")
     cell = next((m.group(2) for m in _PARAMETERS_CELL.finditer(source.read_text())
                  if "parameters" in (t.strip() for t in m.group(1).split(","))), None)
     if cell is None:
@@ -128,17 +140,56 @@ def notebook_defaults(root: Path, name: str) -> dict:
 def effective_params(root: Path, name: str, profile: str, overrides: dict[str, str] | None = None) -> dict:
     """Every parameter of notebook ``name`` as a run under ``profile`` sees it: the ``parameters`` cell,
     updated by the profile's file, updated by command-line ``overrides`` (KEY → YAML text); all checked
-    against the notebook's schema (:mod:`edrepro.book.parameters`) before anything runs."""
+    against the notebook's schema (:mod:`edrepro.book.parameters`), then against the rules that tie
+    parameters together (the page's check of :data:`PAGE_CHECKS`), before anything runs."""
     from . import parameters
 
     profile_values = load_params(root, name, profile)
     if not parameters.has_schema(name):  # a notebook outside the book: its own cells check their values
-        return {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}
-    try:
-        parameters.check(name, profile_values)
-    except parameters.ParameterError as error:
-        raise parameters.ParameterError(f"{params_path(root, name, profile)}: {error}") from None
-    return parameters.check(name, {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}, complete=True)
+        values = {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}
+    else:
+        try:
+            parameters.check(name, profile_values)
+        except parameters.ParameterError as error:
+            raise parameters.ParameterError(f"{params_path(root, name, profile)}: {error}") from None
+        values = parameters.check(name, {**notebook_defaults(root, name), **profile_values, **_parsed(name, overrides)}, complete=True)
+    check = page_check(name)
+    if check is not None:
+        try:
+            check(values)
+        except ValueError as error:
+            where = f"profile {profile!r} with -p {', '.join(overrides)}" if overrides else str(params_path(root, name, profile))
+            raise parameters.ParameterError(f"notebook {name!r} ({where}): {error}") from None
+    return values
+
+
+PAGE_CHECKS: dict[str, str] = {
+    "density_ablations": "edrepro.chapters.ablation:check_params",
+    "density_benchmark": "edrepro.chapters.benchmark:check_params",
+}
+"""Notebook → the chapter function that checks the rules tying its parameters together (``methods`` must
+hold ``ed``, ``top_k`` at most ``len(methods)``, ...): it takes the page's parameters and raises a
+ValueError naming them. :func:`effective_params` calls it, so ``run``, ``sweep``, ``export`` and ``claims``
+reject such values before any work; the page's own cells make the same check (the same function, or an
+inline copy of it). A rule on one parameter alone belongs in the schema (``edrepro/book/schemas/NAME.yaml``)."""
+
+
+def page_check(name: str):
+    """The check of :data:`PAGE_CHECKS` for notebook ``name`` (a callable taking its parameters), or None."""
+    import importlib
+
+    if name not in PAGE_CHECKS:
+        return None
+    module, _, function = PAGE_CHECKS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def check_pages(root: Path, names: list[str], profile: str, overrides: dict[str, str] | None = None) -> dict[str, dict]:
+    """Every check the pages ``names`` would make, before any work: the names (:func:`check_names`), then each
+    page's parameters under ``profile`` and ``overrides`` (:func:`effective_params`). Returns them by name."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    return {name: effective_params(root, name, profile, overrides) for name in check_names(root, names)}
 
 
 def cache_key(root: Path, name: str, profile: str, overrides: dict | None = None) -> str:
@@ -249,11 +300,7 @@ def execute_notebook(
 
     import nbformat
 
-    source = root / "notebooks" / f"{name}.md"
-    if not source.is_file():
-        known = ", ".join(notebook_names(root))
-        raise ValueError(f"unknown notebook {name!r}: no {source.relative_to(root)}; the book's notebooks are {known}")
-    effective_params(root, name, profile, overrides)  # every parameter checked before any work
+    check_pages(root, [name], profile, overrides)  # the name and every parameter checked before any work
     params = {**load_params(root, name, profile), **_parsed(name, overrides)}
     key = cache_key(root, name, profile, overrides)
     out = Path(output) if output is not None else executed_path(root, name, profile)
@@ -333,6 +380,7 @@ def run_notebooks(
     names = list(names) if names else notebook_names(root)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    check_pages(root, names, profile, overrides)  # every name and every page's parameters, before the first notebook runs
     if jobs == 1 or len(names) == 1:
         records = []
         for i, name in enumerate(names, 1):
@@ -408,12 +456,15 @@ def claims_across_seeds(root: Path, name: str, profile: str, seeds: list[int], o
     A page's training runs are swept first on ``workers`` processes."""
     import tempfile
 
+    check_names(root, [name])
+    measure_all = {"enforce_claims": "false"} if "enforce_claims" in notebook_defaults(root, name) else {}
+    # measure every claim: a failure is counted, not raised
+    by_seed = {seed: {**(overrides or {}), "seed": str(seed), **measure_all} for seed in seeds}
+    for seeded in by_seed.values():  # every seed's parameters checked before the first run
+        check_pages(root, [name], profile, seeded)
     failures: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix=f"edrepro-seeds-{name}-") as folder:
-        for seed in seeds:
-            seeded = {**(overrides or {}), "seed": str(seed)}
-            if "enforce_claims" in notebook_defaults(root, name):
-                seeded["enforce_claims"] = "false"  # measure every claim; a failure is counted, not raised
+        for seed, seeded in by_seed.items():
             if workers > 1 and name in PAGE_RUNS:
                 sweep_notebooks(root, [name], profile, seeded, workers=workers, echo=lambda *a, **k: None)
             record = execute_notebook(root, name, profile, force=True, progress=False, overrides=seeded, output=Path(folder) / f"{name}-{seed}.ipynb")
@@ -466,11 +517,9 @@ def page_specs(root: Path, name: str, profile: str, overrides: dict[str, str] | 
     """The training runs (:class:`edrepro.book.runs.RunSpec`) of notebook ``name`` under ``profile``; [] for a page without runs."""
     import importlib
 
+    params = check_pages(root, [name], profile, overrides)[name]
     if name not in PAGE_RUNS:
-        if name not in notebook_names(root):
-            raise ValueError(f"unknown notebook {name!r}; the book's notebooks are {', '.join(notebook_names(root))}")
         return []
-    params = effective_params(root, name, profile, overrides)
     module, _, function = PAGE_RUNS[name].partition(":")
     return getattr(importlib.import_module(module), function)(params)
 
@@ -531,6 +580,7 @@ def sweep_notebooks(
     from . import runs
 
     names = list(names) if names else notebook_names(root)
+    check_pages(root, names, profile, overrides)  # every name and every page's parameters, before any run
     specs = [spec for name in names for spec in page_specs(root, name, profile, overrides)]
     if not specs:
         echo("no training runs in " + ", ".join(names), flush=True)

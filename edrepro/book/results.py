@@ -18,6 +18,7 @@ code and parameter files is *stale*: :func:`stale_reasons` says why (the test su
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -57,24 +58,51 @@ def results_path(root: Path, name: str, profile: str) -> Path:
     return Path(root) / "results" / name / f"{profile}.json"
 
 
-def git_commit(root: Path) -> str:
-    """The checked-out commit, with ``+uncommitted`` when the package or parameters differ from it;
-    ``unknown`` outside a git checkout."""
+NUMBER_SOURCES = ("edrepro", "notebooks", "setup.py", "pyproject.toml", "constraints.txt")
+"""What can change a stored number: the package, the notebooks (their defaults and parameter files)
+and the packaging that picks the versions."""
+
+
+def source_state(root: Path) -> dict[str, Any]:
+    """The state of everything that changes a number: the commit, the files of :data:`NUMBER_SOURCES`
+    that differ from it, and a digest of their content (so that an edit during a sweep is seen
+    even when the tree was already dirty). ``text`` is the commit, with ``+uncommitted`` when dirty."""
+    digest = hashlib.sha256()
+    files = sorted(f for folder in NUMBER_SOURCES for f in ([Path(root) / folder] if (Path(root) / folder).is_file()
+                   else (Path(root) / folder).rglob("*")) if f.is_file() and f.suffix in (".py", ".md", ".yaml", ".toml", ".txt", ".ipynb")
+                   and "__pycache__" not in f.parts)
+    for f in files:
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "edrepro", "notebooks/params"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *NUMBER_SOURCES], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+uncommitted" if dirty else "")
+        commit, dirty = "unknown", []
+    changed = [line[3:] for line in dirty]
+    return {"commit": commit, "uncommitted": changed, "digest": digest.hexdigest()[:16],
+            "text": commit + ("+uncommitted" if changed else "")}
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out commit, with ``+uncommitted`` when anything that changes a number differs from it."""
+    return source_state(root)["text"]
 
 
 def log_sweep(root: Path, names: list[str], profile: str, overrides: Mapping[str, str], command: str,
-              summary: runs.SweepSummary, runs_root: str | os.PathLike | None = None) -> None:
-    """Append one line describing a finished sweep to the cache's :data:`SWEEP_LOG`."""
+              summary: runs.SweepSummary, runs_root: str | os.PathLike | None = None,
+              start_state: Mapping[str, Any] | None = None) -> None:
+    """Append one line describing a finished sweep to the cache's :data:`SWEEP_LOG`: the source state
+    when it started (``start_state``, taken before any run trained) and when it ended, whether the
+    code changed in between, and the keys of the runs it trained."""
+    end = source_state(root)
+    start = dict(start_state) if start_state is not None else end
     entry = {
         "names": list(names), "profile": profile, "overrides": dict(overrides), "command": command,
-        "commit": git_commit(root), "date": time.strftime("%Y-%m-%d %H:%M"), "executor": summary.executor,
+        "commit": start["text"], "start_state": start, "end_state": end,
+        "changed_during_sweep": (start["commit"], start["digest"]) != (end["commit"], end["digest"]),
+        "trained_keys": [s.key for s in summary.trained],
+        "date": time.strftime("%Y-%m-%d %H:%M"), "executor": summary.executor,
         "wall_seconds": round(summary.wall_seconds, 1), "trained": len(summary.trained), "loaded": len(summary.loaded),
         "failed": len(summary.failed), "cpu_seconds": round(summary.cpu_seconds, 1),
     }
@@ -84,12 +112,13 @@ def log_sweep(root: Path, names: list[str], profile: str, overrides: Mapping[str
         log.write(json.dumps(entry) + "\n")
 
 
-def _sweeps_of(name: str, profile: str, runs_root: str | os.PathLike | None) -> list[dict[str, Any]]:
+def _sweeps_of(keys: set[str], runs_root: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The logged sweeps that trained at least one of the runs ``keys``."""
     path = runs.root_folder(runs_root) / SWEEP_LOG
     if not path.exists():
         return []
     entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in entries if name in e["names"] and e["profile"] == profile and e["trained"] > 0]
+    return [e for e in entries if keys & set(e.get("trained_keys", []))]
 
 
 def _machine(records: list[runs.RunRecord]) -> dict[str, Any]:
@@ -118,11 +147,18 @@ def export(root: Path, name: str, profile: str, overrides: Mapping[str, str] | N
     if missing:
         raise ValueError(f"{len(missing)} of the {len(specs)} runs of {name} ({profile}) are not in the cache, e.g. "
                          f"{missing[0].describe()}; compute them first: python -m edrepro sweep {name} --profile {profile}")
-    sweeps = _sweeps_of(name, profile, runs_root)
+    sweeps = _sweeps_of({s.key for s in specs}, runs_root)
+    moved = [s for s in sweeps if s.get("changed_during_sweep")]
+    if moved:
+        a, b = moved[0]["start_state"], moved[0]["end_state"]
+        raise ValueError(f"the code changed while `{moved[0]['command']}` ran ({a['text']} → {b['text']}): its runs may have been "
+                         f"trained by either, so no results file can name one commit. Train them again on a fixed "
+                         f"checkout: python -m edrepro sweep {name} --profile {profile} --fresh")
     flags = "".join(f" -p {k} {v}" for k, v in (overrides or {}).items())
     provenance = {
         "commands": [f"python -m edrepro sweep {name} --profile {profile}{flags}", f"python -m edrepro export {name} --profile {profile}{flags}"],
         "trained_by_commit": sorted({s["commit"] for s in sweeps}) or ["not recorded (runs computed by the page itself)"],
+        "code": {kind: specs_code for kind, specs_code in sorted({s.kind: s.code for s in specs}.items())},
         "exported_at_commit": git_commit(root),
         "exported": time.strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(records),
@@ -164,8 +200,11 @@ def load(name: str, profile: str = "paper", root: Path | None = None) -> Results
             [runs.RunRecord.from_dict(r) for r in data["records"]], data.get("extras", {}), path,
         )
     except (ValueError, KeyError, TypeError) as error:
-        raise runs.DamagedRunError(f"{path} is damaged and cannot be read ({type(error).__name__}: {error}); "
-                                   f"export it again: python -m edrepro export {name} --profile {profile}") from None
+        raise runs.DamagedRunError(
+            f"{path} is damaged and cannot be read ({type(error).__name__}: {error}). It is a file kept in the repository: "
+            f"restore it, in {Path(root).resolve()}, with `git checkout -- results/{name}/{profile}.json`. Only if the committed copy is "
+            f"damaged too, compute the runs and export it again (hours at the paper profile): python -m edrepro sweep {name} --profile {profile}, "
+            f"then python -m edrepro export {name} --profile {profile}") from None
 
 
 def provenance_line(results: Results) -> str:
@@ -174,11 +213,44 @@ def provenance_line(results: Results) -> str:
     wall = p.get("sweep_wall_seconds")
     time_text = f"{wall / 3600:.2f} h wall-clock" if wall else "wall-clock not recorded"
     return (
-        f"Precomputed by `{p['commands'][0]}` then `{p['commands'][1]}` at commit {', '.join(c[:12] for c in p['trained_by_commit'])} "
+        f"Precomputed by `{p['commands'][0]}` then `{p['commands'][1]}` at commit {', '.join(p['trained_by_commit'])} "
         f"(exported {p['exported']}); machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('threads', '?')} torch "
         f"thread(s) per run, torch {m.get('torch', '?')}, device {m.get('device', '?')}, 1-minute load {m.get('load_min')}–{m.get('load_max')}; "
         f"{time_text}, {p['training_seconds'] / 3600:.2f} h of training in {len(results.records)} runs."
+        + _rekey_text(p) + _code_change_text(results)
     )
+
+
+def _rekey_text(provenance: Mapping[str, Any]) -> str:
+    rekey = provenance.get("rekeyed")
+    if not rekey:
+        return ""
+    return (f" Its code identity was recorded on {rekey['date']} at commit {rekey['commit']}, after `{rekey['command']}` "
+            f"retrained the first {rekey['steps']} steps of {len(rekey['verified'])} runs with that code and "
+            f"reproduced their first evaluations ({rekey['agreement']}).")
+
+
+def code_changes(results: Results) -> dict[str, list[str]]:
+    """Run kind → what differs between the code that made the stored runs and the current code
+    (modules, ``torch``; ``["code not recorded"]`` for a file written before runs carried their code)."""
+    from .identity import changed_modules
+
+    changes: dict[str, list[str]] = {}
+    for record in results.records:
+        kind, current = record.spec.kind, record.spec.code
+        diff = changed_modules(record.code, current) if record.code else ["code not recorded"]
+        if diff:
+            changes[kind] = sorted(set(changes.get(kind, [])) | set(diff))
+    return changes
+
+
+def _code_change_text(results: Results) -> str:
+    changes = code_changes(results)
+    if not changes:
+        return " The current code is the code that made them."
+    parts = "; ".join(f"{kind} runs: {', '.join(diff)}" for kind, diff in sorted(changes.items()))
+    return (f" **The current code differs from the code that made these results** ({parts}); "
+            f"`python -m edrepro verify {results.notebook} --profile {results.profile}` checks whether it still reproduces them.")
 
 
 def stale_reasons(root: Path, name: str, profile: str) -> list[str]:
@@ -193,8 +265,8 @@ def stale_reasons(root: Path, name: str, profile: str) -> list[str]:
     if results.parameters != current:
         changed = sorted(k for k in set(current) | set(results.parameters) if current.get(k) != results.parameters.get(k))
         reasons.append(f"parameters differ from notebooks/params/{name}/{profile}.yaml and the notebook's defaults: {changed}")
-    keys = {s.key for s in page_specs(root, name, profile)}
-    recorded = {r.spec.key for r in results.records}
+    keys = {s.content_key for s in page_specs(root, name, profile)}
+    recorded = {r.spec.content_key for r in results.records}
     if keys != recorded:
-        reasons.append(f"{len(keys ^ recorded)} run key(s) differ from what the current code would train")
+        reasons.append(f"{len(keys ^ recorded)} run spec(s) differ from what the page would train now")
     return reasons

@@ -50,10 +50,15 @@ from typing import Any
 import torch
 
 from .. import _checks
+from . import identity
 from .hardware import machine_conditions, resolve_device, retain_freed_memory
 
-FORMAT = 2
+FORMAT = 3
 """Version of the cache layout and of the meaning of a run; bump it to retrain every run."""
+
+ACCEPT_OTHER_CODE_ENV = "EDREPRO_ACCEPT_OTHER_CODE"
+"""Set to 1 (or pass ``--accept-other-code`` to ``run``/``sweep``/``book``) to use cached runs made by
+other code or on another device type, each announced with the modules that changed."""
 
 TRAINERS: dict[str, str] = {
     "density": "edrepro.chapters.density:train_spec",
@@ -77,6 +82,17 @@ class RunFailed(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- spec
+
+
+def _number_form(value: Any) -> Any:
+    """``value`` with every integral float written as an int, so that ``t: 1`` and ``t: 1.0`` hash alike."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_number_form(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _number_form(v) for k, v in value.items()}
+    return value
 
 
 def _canonical(name: str, value: Any) -> Any:
@@ -104,7 +120,9 @@ class RunSpec:
 
     ``chapter`` names the page that asked for it and ``checkpoint_every`` how often the
     trainer checkpoints; neither is part of :attr:`key`, so chapters share identical runs.
-    Two specs are equal when their keys are.
+    The key is :attr:`content_key` (the spec, numbers in canonical form) joined to the digest of
+    :attr:`code` (the package modules that train and evaluate a run of this kind, and the torch
+    version: :mod:`edrepro.book.identity`). Two specs are equal when their keys are.
     """
 
     kind: str
@@ -140,10 +158,20 @@ class RunSpec:
         }
 
     @property
-    def key(self) -> str:
-        """A 12-hex-digit hash of :meth:`content`."""
-        text = json.dumps(self.content(), sort_keys=True)
+    def content_key(self) -> str:
+        """A 12-hex-digit hash of :meth:`content`, integral floats written as ints."""
+        text = json.dumps(_number_form(self.content()), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def code(self) -> dict[str, Any]:
+        """The code this run depends on (:func:`edrepro.book.identity.code_identity` of its trainer's module)."""
+        return identity.code_identity(TRAINERS[self.kind].partition(":")[0])
+
+    @property
+    def key(self) -> str:
+        """``CONTENT-CODE``: :attr:`content_key` and the 8-hex-digit digest of :attr:`code`."""
+        return f"{self.content_key}-{self.code['digest']}"
 
     @property
     def label(self) -> str:
@@ -218,7 +246,10 @@ class RunRecord:
     ``status`` is ``"finished"``, ``"diverged"`` (``diverged_at`` and ``nonfinite`` say when and
     which quantity) or ``"interrupted"`` (stopped by the user; computing it again resumes it).
     ``conditions`` describe the machine and load of the (last) process that trained it.
-    ``cached`` is True when this process loaded the run instead of training it.
+    ``code`` is the identity of the code that trained it (:attr:`RunSpec.code` plus the ``device``
+    type). ``cached`` is True when this process loaded the run instead of training it;
+    ``other_code`` lists what differs (modules, ``torch``, ``device``) when the reader chose to use
+    a run made by other code (:data:`ACCEPT_OTHER_CODE_ENV`), and is empty otherwise.
     """
 
     spec: RunSpec
@@ -233,18 +264,20 @@ class RunRecord:
     cpu_seconds: float = 0.0
     conditions: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
+    other_code: list[str] = field(default_factory=list)
     folder: Path | None = None
     _state: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("status", "curves", "series", "steps", "train_seconds", "diverged_at", "nonfinite",
-                "resumed_from", "cpu_seconds", "conditions", "info")
+                "resumed_from", "cpu_seconds", "conditions", "info", "code")
         return {"spec": self.spec.to_dict(), **{k: getattr(self, k) for k in keys}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
-        fields = {k: v for k, v in data.items() if k != "spec"}
+        fields = {k: v for k, v in data.items() if k not in ("spec", "cached", "other_code", "folder")}
         return cls(spec=RunSpec.from_dict(data["spec"]), **fields)
 
     # -- evaluation curves
@@ -286,6 +319,14 @@ class RunRecord:
         if self.diverged:
             return f"diverged at step {self.diverged_at:,} ({self.nonfinite})"
         return self.status
+
+    def code_note(self) -> str:
+        """Empty for a run of the current code; else which code made it, for the page to print."""
+        if not self.other_code:
+            return ""
+        return (f"run {self.spec.describe()} was made by other code (differs in: {', '.join(self.other_code)}; "
+                f"its code digest {self.code.get('digest', 'not recorded')}, device {self.code.get('device', '?')}) "
+                f"and is used because {ACCEPT_OTHER_CODE_ENV}=1")
 
     def state(self) -> dict[str, Any]:
         """The saved weights (``result.pt``): a dict of state dicts by model name, loaded once."""
@@ -356,9 +397,9 @@ def save_atomic(path: str | os.PathLike, payload: Any) -> None:
 
 
 def _retrain_hint(path: Path, spec: RunSpec | None) -> str:
-    what = f" of run {spec.describe()}" if spec is not None else ""
+    what = f"run {spec.describe()}" if spec is not None else "the run"
     return (
-        f"delete it to retrain{what} from the start (`rm -r {path.parent}`), or pass fresh=True "
+        f"to train {what} again from the start, delete its folder (`rm -r {path.parent}`) or pass fresh=True "
         "(`python -m edrepro sweep NAME --fresh` for a chapter's runs)"
     )
 
@@ -367,7 +408,7 @@ def _load_torch(path: Path, spec: RunSpec | None = None) -> Any:
     try:
         if path.stat().st_size == 0:
             raise EOFError("the file is empty")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: never code
     except FileNotFoundError:
         raise
     except Exception as error:  # torch.load raises EOFError, RuntimeError, UnpicklingError, zipfile errors...
@@ -448,19 +489,49 @@ def trainer_of(kind: str) -> Trainer:
     return getattr(importlib.import_module(module), name)
 
 
+BLOWUP_FACTOR = 1e6
+"""A run has diverged when a quantity becomes NaN or infinite, or exceeds ``BLOWUP_FACTOR`` times its
+starting scale, ``max(1, |first value|)``: the per-step loss, and every evaluated metric."""
+
+
+def blow_up(curves: Mapping[str, list[float]], series: Mapping[str, list[float]]) -> tuple[int, str] | None:
+    """The first ``(step, quantity)`` at which a run diverged by the rule of :data:`BLOWUP_FACTOR`, or None.
+
+    ``series["loss"][i]`` is the loss of step i + 1; a metric's values sit at ``curves["step"]``.
+    """
+    found: list[tuple[int, str]] = []
+    candidates = [("loss", series.get("loss", []), None)]
+    candidates += [(name, values, curves.get("step")) for name, values in curves.items() if name not in ("step", "seconds")]
+    for name, values, steps in candidates:
+        values = [float(v) if v is not None else math.nan for v in values]
+        if not values:
+            continue
+        scale = max(1.0, abs(values[0])) if math.isfinite(values[0]) else 1.0
+        for i, value in enumerate(values):
+            if not math.isfinite(value) or abs(value) > BLOWUP_FACTOR * scale:
+                step = int(steps[i]) if steps is not None else i + 1
+                reason = name if not math.isfinite(value) else f"{name} beyond {BLOWUP_FACTOR:.0e} x its starting scale"
+                found.append((step, reason))
+                break
+    return min(found, default=None)
+
+
 def _train(spec: RunSpec, folder: Path, device: torch.device, progress: bool) -> tuple[RunRecord, dict[str, Any]]:
     """Train ``spec`` with its checkpoint in ``folder``; the record and the weights to save."""
     retain_freed_memory()
     conditions = machine_conditions(device)
     cpu0 = time.process_time()
     outcome = trainer_of(spec.kind)(spec, checkpoint=folder / CHECKPOINT, device=device, progress=progress)
-    status = "diverged" if outcome.diverged_at is not None else "finished"
+    diverged_at, quantity = outcome.diverged_at, outcome.nonfinite
+    late = blow_up(outcome.curves, outcome.series)
+    if late is not None and (diverged_at is None or late[0] < diverged_at):
+        diverged_at, quantity = late
     conditions["load_end"] = round(os.getloadavg()[0], 2)
     record = RunRecord(
-        spec=spec, status=status, curves=outcome.curves, series=outcome.series, steps=outcome.steps,
-        train_seconds=outcome.seconds, diverged_at=outcome.diverged_at, nonfinite=outcome.nonfinite,
-        resumed_from=outcome.resumed_from, cpu_seconds=time.process_time() - cpu0,
-        conditions=conditions, info=outcome.info,
+        spec=spec, status="diverged" if diverged_at is not None else "finished", curves=outcome.curves,
+        series=outcome.series, steps=outcome.steps, train_seconds=outcome.seconds, diverged_at=diverged_at,
+        nonfinite=quantity, resumed_from=outcome.resumed_from, cpu_seconds=time.process_time() - cpu0,
+        conditions=conditions, info=outcome.info, code={**spec.code, "device": device.type},
     )
     state = {name: module.state_dict() for name, module in outcome.models.items()}
     return record, state
@@ -475,6 +546,53 @@ def _store(folder: Path, record: RunRecord, state: dict[str, Any]) -> RunRecord:
     return record
 
 
+def accept_other_code() -> bool:
+    """Whether the reader chose to use cached runs made by other code (:data:`ACCEPT_OTHER_CODE_ENV` = 1)."""
+    return os.environ.get(ACCEPT_OTHER_CODE_ENV, "0") == "1"
+
+
+def _other_code_record(spec: RunSpec, root: str | os.PathLike | None, device: torch.device) -> RunRecord | None:
+    """The newest finished run of ``spec``'s content made by other code or on another device type, with
+    ``other_code`` saying what differs; None if the cache holds none."""
+    kind_folder = root_folder(root) / spec.kind
+    prefix = spec.label[: -len(spec.code["digest"])]
+    candidates = sorted(kind_folder.glob(prefix + "*/" + RECORD), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        record = _read_record(path.parent)
+        if record is not None and record.status != "interrupted" and record.spec.content_key == spec.content_key:
+            record.other_code = _differences(record, spec, device)
+            return record
+    return None
+
+
+def _differences(record: RunRecord, spec: RunSpec, device: torch.device) -> list[str]:
+    """What differs between the code and device that made ``record`` and those that would train ``spec`` now."""
+    if not record.code:
+        return ["code not recorded"]
+    changed = identity.changed_modules(record.code, spec.code)
+    return changed + ([f"device {record.code.get('device')} (now {device.type})"] if record.code.get("device") != device.type else [])
+
+
+def _cached(spec: RunSpec, folder: Path, root, device: torch.device, echo) -> RunRecord | None:
+    """A finished cached run this process may use as ``spec``'s result, read without a lock (the
+    record is written last and atomically), so a read-only cache serves its finished runs."""
+    record = _read_record(folder, spec)
+    if record is not None and record.status != "interrupted":
+        record.other_code = [d for d in _differences(record, spec, device) if d.startswith("device")]
+        if not record.other_code or accept_other_code():
+            return record
+        if echo is not None:
+            echo(f"run {spec.describe()} in the cache was trained on another {record.other_code[0]}: training it again "
+                 f"(set {ACCEPT_OTHER_CODE_ENV}=1 to use it)")
+        return None
+    if record is None and accept_other_code():
+        other = _other_code_record(spec, root, device)
+        if other is not None and echo is not None:
+            echo(other.code_note())
+        return other
+    return None
+
+
 def fetch(
     spec: RunSpec,
     *,
@@ -486,19 +604,25 @@ def fetch(
 ) -> RunRecord:
     """The record of ``spec``: loaded from the cache, or trained in this process and saved.
 
-    Holds the run's lock while it trains, so a concurrent request for the same run waits and
-    then loads. An interrupted run resumes from its checkpoint; ``fresh`` deletes the cached run
-    first. A damaged file raises :class:`DamagedRunError`.
+    A finished run of the current code on the same device type is loaded without a lock (so a
+    read-only cache works). A run made by other code has another key and is not found; one made on
+    another device type is trained again; with :data:`ACCEPT_OTHER_CODE_ENV` = 1 either is used
+    instead, and :meth:`RunRecord.code_note` says which code made it. Training holds the run's lock,
+    so a concurrent request for the same run waits and then loads. An interrupted run resumes from
+    its checkpoint; ``fresh`` deletes the cached run first. A damaged file raises :class:`DamagedRunError`.
     """
     device = resolve_device(device)
     folder = run_folder(spec, root)
-    with locked(folder, spec.label, echo):
-        if fresh:
-            for name in (RECORD, RESULT, CHECKPOINT):
-                (folder / name).unlink(missing_ok=True)
-        record = _read_record(folder, spec)
-        if record is not None and record.status != "interrupted":
+    if not fresh:
+        record = _cached(spec, folder, root, device, echo)
+        if record is not None:
             return record
+    with locked(folder, spec.label, echo):
+        record = None if fresh else _read_record(folder, spec)
+        if record is not None and record.status != "interrupted" and not _differences(record, spec, device):
+            return record  # another process trained it while this one waited for the lock
+        for name in (RECORD, RESULT) + ((CHECKPOINT,) if fresh or record is not None and record.status != "interrupted" else ()):
+            (folder / name).unlink(missing_ok=True)
         try:
             record, state = _train(spec, folder, device, progress)
         except KeyboardInterrupt:
@@ -561,8 +685,9 @@ def _worker_root(client_root: str) -> Path:
 
 
 def compute_remote(spec_data: dict[str, Any], client_root: str, threads: int = 1) -> dict[str, Any]:
-    """Train one run in a worker process and return it to the client: the record as a dict and the
-    weights as bytes (or ``{"stored": True}`` when the client's cache already has it).
+    """Compute one run in a worker process and return it to the client as plain data: the record as
+    JSON text, the weights as ``torch.save`` bytes of tensors, and whether the worker trained it or
+    found it in its own cache. The client decides what it stores (:func:`_store_payload`).
 
     Runs under the run folder's lock on the worker's disk; a run killed mid-way resumes from its
     checkpoint when retried on a worker that sees the same disk.
@@ -572,12 +697,12 @@ def compute_remote(spec_data: dict[str, Any], client_root: str, threads: int = 1
     folder = run_folder(spec, _worker_root(client_root))
     with locked(folder, spec.label):
         existing = _read_record(folder, spec)
-        if existing is not None and existing.status != "interrupted":
-            return {"stored": True}
+        if existing is not None and existing.status != "interrupted" and not _differences(existing, spec, torch.device("cpu")):
+            return {"record": json.dumps(existing.to_dict()), "result": (folder / RESULT).read_bytes(), "from_worker_cache": True}
         record, state = _train(spec, folder, torch.device("cpu"), progress=False)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    return {"record": record.to_dict(), "result": buffer.getvalue()}
+    return {"record": json.dumps(record.to_dict()), "result": buffer.getvalue(), "from_worker_cache": False}
 
 
 @dataclass
@@ -602,18 +727,40 @@ class SweepSummary:
         return "failed runs:\n" + "\n".join(f"  {s.describe()} [{s.label}]: {e}" for s, e in self.failed)
 
 
-def _store_payload(spec: RunSpec, payload: dict[str, Any], root: str | os.PathLike | None) -> RunRecord | None:
-    """Write a worker's result into the cache (under the run's lock); None if the worker found it cached."""
-    if payload.get("stored"):
-        return None
-    record = RunRecord.from_dict(payload["record"])
-    state = torch.load(io.BytesIO(payload["result"]), map_location="cpu", weights_only=False)
+class PayloadRejected(RunFailed):
+    """A worker's result is not plain data of the expected run and code; nothing was stored."""
+
+
+def _store_payload(spec: RunSpec, payload: Any, root: str | os.PathLike | None) -> RunRecord:
+    """Check a worker's result and write it into the client's cache (under the run's lock).
+
+    The payload must be plain data: the record as JSON text and the weights as bytes that
+    ``torch.load(weights_only=True)`` reads (tensors only, never a pickled object, which could run
+    code here). The record must be of ``spec`` and made by the client's own code. Anything else
+    raises :class:`PayloadRejected` and stores nothing.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("record"), str) or not isinstance(payload.get("result"), bytes):
+        raise PayloadRejected(f"the worker's result for run {spec.describe()} is not a JSON record with weights as bytes")
+    try:
+        record = RunRecord.from_dict(json.loads(payload["record"]))
+        state = torch.load(io.BytesIO(payload["result"]), map_location="cpu", weights_only=True)
+    except Exception as error:  # a forged pickle fails here, before any of it runs
+        raise PayloadRejected(f"the worker's result for run {spec.describe()} was rejected ({type(error).__name__}: {_short_error(error)})") from None
+    if record.spec != spec or record.code.get("digest") != spec.code["digest"]:
+        changed = ", ".join(identity.changed_modules(record.code, spec.code)) or "spec"
+        raise PayloadRejected(f"the worker returned run {record.spec.label} made by other code (differs in: {changed}), not {spec.label}")
     folder = run_folder(spec, root)
     with locked(folder, spec.label):
         existing = _read_record(folder, spec)
         if existing is not None and existing.status != "interrupted":
             return existing  # a concurrent sweep stored it first: keep one consistent copy
-        return _store(folder, record, state)
+        stored = _store(folder, record, state)
+    stored.cached = bool(payload.get("from_worker_cache"))
+    return stored
+
+
+SCHEDULER_TIMEOUT = 5
+"""Seconds to wait for a Dask scheduler before giving up with one line."""
 
 
 @contextlib.contextmanager
@@ -628,7 +775,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
             "(or pip install 'dask[distributed]')"
         ) from None
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        try:
+            client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT}s")
+        except (OSError, TimeoutError) as error:
+            raise RuntimeError(f"cannot reach the Dask scheduler at {scheduler} within {SCHEDULER_TIMEOUT} s "
+                               f"({type(error).__name__}); is `dask scheduler` running there?") from None
+        with client:
             yield client
         return
     workers = workers or os.cpu_count() or 1
@@ -692,7 +844,7 @@ def _sweep_missing(missing, summary, workers, scheduler, root, progress, echo) -
             spec = futures[future]
             try:
                 record = _store_payload(spec, future.result(), root)
-                if record is None or record.cached:
+                if record.cached:
                     summary.loaded.append(spec)
                 else:
                     summary.trained.append(spec)

@@ -86,6 +86,22 @@ def ablation_grid(
     return rows, cells
 
 
+def check_params(params: Mapping[str, Any]) -> None:
+    """The ablation page's rules that tie its parameters together, checked before any cell is trained
+    (:data:`edrepro.book.pipeline.PAGE_CHECKS`): no t-row may repeat a w-row (``t_for_w`` in ``t_values``
+    with ``w_for_t`` in ``w_values`` would train one (t, w) twice), ``w_values`` must hold 0 and two
+    values > 0 (:func:`require_w_rows`, the page's claims compare them), and the grid must build
+    (:func:`page_cells`: distinct values of M, no repeated row). Raises ValueError naming the parameters."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be the ablation page's parameters, got {type(params).__name__}")
+    if params["t_for_w"] in params["t_values"] and params["w_for_t"] in params["w_values"]:
+        raise ValueError(f"t_for_w = {params['t_for_w']:g} is in t_values = {list(params['t_values'])} and w_for_t = {params['w_for_t']:g} "
+                         f"is in w_values = {list(params['w_values'])}: the t-row and the w-row (t = {params['t_for_w']:g}, "
+                         f"w = {params['w_for_t']:g}) would be the same cells")
+    require_w_rows(params["w_values"])
+    page_cells(params)
+
+
 def page_cells(params: Mapping[str, Any]) -> tuple[list[str], list[Cell]]:
     """The rows and cells of the ablation page for its parameters."""
     return ablation_grid(params["t_values"], params["w_values"], params["m_values"], params["w_for_t"], params["t_for_w"])

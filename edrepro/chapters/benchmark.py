@@ -71,6 +71,21 @@ def quadrature_layout(dataset: str, grid: int) -> dict[str, Any]:
             "h_region": h_region, "n_points": n_points, "edge_band_from": (region[1] - region[0]) / 2 - band * h_region}
 
 
+def check_params(params: Mapping[str, Any]) -> None:
+    """The benchmark page's rules that tie its parameters together, checked before any run is trained
+    (:data:`edrepro.book.pipeline.PAGE_CHECKS`): ``methods`` must hold ``"ed"`` (the page ranks ED against
+    the others) and ``top_k`` must be at most ``len(methods)`` (the claim puts ED among the best ``top_k``).
+    Raises ValueError naming the parameters and their values."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be the benchmark page's parameters, got {type(params).__name__}")
+    methods, top_k = list(params["methods"]), params["top_k"]
+    if "ed" not in methods:
+        raise ValueError(f"methods = {methods} must include 'ed': the page ranks ED against the other methods")
+    if top_k > len(methods):
+        raise ValueError(f"top_k = {top_k} must be at most len(methods) = {len(methods)} (methods = {methods}): "
+                         "the claim places ED among the best top_k of the methods")
+
+
 def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
     """The runs of the benchmark page for its parameters: every method on every data set, one seed."""
     return [

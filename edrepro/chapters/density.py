@@ -409,8 +409,11 @@ def summary_markdown(rows: Iterable[Mapping[str, Any]], threshold: float = 0.1) 
         final = f"{r['final_mean']:.3g}"
         if len(r["final"]) > 1:
             final += f" ± {r['final_std']:.2g}"
+        tail, best = f"{r['tail']:.3g}", f"{r['best']:.3g}"
+        if any(o != "finished" for o in r["outcome"]):  # a diverged run's numbers are not results
+            final = tail = best = " / ".join(r["outcome"])
         lines.append(
-            f"| {r['label']} | {final} | {r['tail']:.3g} | {r['best']:.3g} | {r['it_per_s']:.0f} | "
+            f"| {r['label']} | {final} | {tail} | {best} | {r['it_per_s']:.0f} | "
             f"{seeds(r['steps_to_threshold'], '')} | {seeds(r['seconds_to_threshold'], 's')} |"
         )
     return "\n".join(lines)
@@ -516,9 +519,11 @@ def comparison_claims(
 ) -> list[Any]:
     """The density-estimation page's claims on one estimator ``metric``, seed by seed:
 
-    1. for every other method m: ``leader``'s final value is below m's (a diverged run counts as +inf);
+    1. for every other method m: ``leader``'s final value is below m's;
     2. ``leader`` reaches ``metric`` ≤ ``threshold`` within the budget;
     3. no other method reaches it at an earlier or the same evaluated step (:func:`first_to_reach`).
+
+    A diverged run never makes a claim hold: a comparison with one fails, whichever side it is on.
     """
     from ..book.claims import Claim
 
@@ -534,12 +539,13 @@ def comparison_claims(
         theirs = final_values(rs, metric)
         measured = "; ".join(f"seed {r.spec.seed}: {final_text(a, metric)} vs {final_text(r, metric)}" for a, r in zip(mine, rs))
         claims.append(Claim(f"{leader.upper()}'s final {name} is below {m.upper()}'s on every seed", measured,
-                            len(ours) == len(theirs) and all(a < b for a, b in zip(ours, theirs))))
+                            len(ours) == len(theirs) and all(a < b < math.inf for a, b in zip(ours, theirs))))
     claims.append(Claim(f"{leader.upper()} reaches {name} ≤ {threshold:g} on every seed", reach_text(mine, threshold, metric),
-                        all(reach(r, threshold, metric)[0] is not None for r in mine)))
+                        all(not r.diverged and reach(r, threshold, metric)[0] is not None for r in mine)))
     others = ". ".join(f"{m.upper()}: {reach_text(rs, threshold, metric)}" for m, rs in results.items() if m != leader)
+    none_diverged = not any(r.diverged for rs in results.values() for r in rs)
     claims.append(Claim(f"no other method reaches {name} ≤ {threshold:g} at an earlier iteration than {leader.upper()}, on every seed",
-                        others, all(first_to_reach(results, threshold, metric, leader))))
+                        others, none_diverged and all(first_to_reach(results, threshold, metric, leader))))
     return claims
 
 
