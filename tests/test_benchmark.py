@@ -228,6 +228,24 @@ def test_gaussian_fit_energy_scores_its_closed_form_cross_entropy():
         benchmark.gaussian_fit_energy("nope")
 
 
+def test_runs_record_mass_beyond_the_region_and_mark_an_unnormalisable_model_a_bound():
+    # The reviewer's models, scored as a run's evaluation is: ½·p₂₅ + ½·N((40, 40), I) gets its true NLL
+    # and MSE (the region grows to hold it); an energy that stops rising beyond |x| = 20 records
+    # edge_mass 1, so every check of edge_mass marks its finite NLL as a lower bound.
+    data = density.toy.get("25gaussians")
+    far = torch.tensor([40.0, 40.0], dtype=torch.float64)
+    far_log = lambda x: -((x.double() - far) ** 2).sum(1) / 2 - math.log(2 * math.pi)
+    mixture = lambda x: math.log(2) - torch.logaddexp(data.log_prob(x).double(), far_log(x))
+    out = benchmark.score_energy(mixture, "25gaussians", seed=0, step=0, n=2000, grid=64)
+    true = benchmark.score_energy(lambda x: -data.log_prob(x).double(), "25gaussians", seed=0, step=0, n=2000, grid=64)
+    assert out["nll"] == pytest.approx(true["nll"] + math.log(2), abs=2e-3)  # H(p) + log 2 on the same points
+    assert out["mse_grid"] == pytest.approx(math.log(2) ** 2, abs=2e-3) and out["mse"] < 1e-9  # the authors' MSE is blind to it
+    assert out["mass_outside"] == pytest.approx(0.5, abs=1e-3) and out["edge_mass"] < 1e-9
+    clipped = lambda x: -data.log_prob(x.double() * torch.clamp(20.0 / x.double().norm(dim=1, keepdim=True), max=1.0)).double()
+    flat_tail = benchmark.score_energy(clipped, "25gaussians", seed=0, step=0, n=2000, grid=64)
+    assert math.isfinite(flat_tail["nll"]) and flat_tail["edge_mass"] == 1.0 > density.metrics.EDGE_BAND_TOLERANCE
+
+
 def test_constant_energy_is_flat_over_the_region():
     layout = benchmark.quadrature_layout("checkerboard", 64)
     assert layout["region"] == (-16.0, 16.0) and layout["h_box"] == 0.125 and layout["edge_band_from"] == 14.0

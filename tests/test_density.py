@@ -234,10 +234,12 @@ def test_bad_input_is_named(run):
 # ----------------------------------------------------------------------------- page helpers
 
 
-def _rec(method, seed, mse, grid=None, steps=(0, 10, 20, 30), status="finished", diverged_at=None, conditions=None):
-    """A RunRecord of ``method`` with given curves of both estimators (for the page helpers)."""
+def _rec(method, seed, mse, grid=None, steps=(0, 10, 20, 30), status="finished", diverged_at=None, conditions=None, edge=None):
+    """A RunRecord of ``method`` with given curves of both estimators (for the page helpers); ``edge``: the
+    quadrature's ``edge_mass`` per evaluation (default 0: the region holds the mass, every value exact)."""
     spec = density.spec(method, seed=seed, n_steps=steps[-1], eval_every=10, metrics=["mse", "mse_grid"])
-    curves = {"step": list(steps), "seconds": [float(s) / 10 for s in steps], "mse": list(mse), "mse_grid": list(grid or mse)}
+    curves = {"step": list(steps), "seconds": [float(s) / 10 for s in steps], "mse": list(mse), "mse_grid": list(grid or mse),
+              "mass_outside": [0.0] * len(steps), "edge_mass": list(edge or [0.0] * len(steps))}
     return density.runs.RunRecord(spec, status, curves, {}, steps[-1], steps[-1] / 10, diverged_at=diverged_at,
                                   nonfinite="loss" if diverged_at else None, conditions=conditions or {})
 
@@ -278,7 +280,9 @@ def test_final_values_and_text_never_show_a_diverged_number():
     assert density.final_values([ok, bad, nan]) == [0.1234, math.inf, math.inf]
     assert density.final_text(ok) == "0.123" and density.final_text(bad) == "diverged at step 25 (loss)"
     ok.curves["edge_mass"] = [0.0, 0.0, 0.0, 0.5]
-    assert density.final_text(ok, "mse_grid") == "0.123 (region too small)" and density.final_text(ok, "mse") == "0.123"
+    assert density.final_text(ok, "mse_grid") == "0.123 (region too small: not a bound)" and density.final_text(ok, "mse") == "0.123"
+    assert density.final_bounds([ok, bad], "mse_grid") == ["unknown", "exact"] and density.final_bounds([ok], "mse") == ["exact"]
+    assert density.final_mean_text([ok], "mse_grid") == "0.123 (region too small on 1 of 1 seed(s): not a bound)"
 
 
 def test_comparison_claims_hold_only_when_ed_wins_on_every_seed():
@@ -294,7 +298,8 @@ def test_comparison_claims_hold_only_when_ed_wins_on_every_seed():
     with_cd = density.comparison_claims({"ed": ed, "sm": sm, "cd": cd}, 0.1, "mse")
     assert [c.holds for c in with_cd] == [True, False, True, True]  # CD's last value on seed 1 is below ED's
     diverged_sm = [_rec("sm", 0, [3, 2, 2, 1e-9], status="diverged", diverged_at=25), sm[1]]
-    assert density.comparison_claims({"ed": ed, "sm": diverged_sm}, 0.1)[0].holds  # a diverged run counts as +inf
+    # a diverged run never makes a claim hold, whichever side it is on (tests/test_trust.py trains one)
+    assert [c.holds for c in density.comparison_claims({"ed": ed, "sm": diverged_sm}, 0.1)] == [False, True, False]
     with pytest.raises(ValueError, match="metric must be one of"):
         density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "kl")
     with pytest.raises(ValueError, match="leader 'ed' and at least one other"):
@@ -359,3 +364,92 @@ def test_plot_error_bands_draws_the_mean_and_the_range_over_seeds():
     with pytest.raises(ValueError, match="metric"):
         density.plot_error_bands(ax, results, "accuracy")
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- bounds are bounds
+
+
+def _nll_rec(method, seed, nll, edge):
+    spec = density.spec(method, seed=seed, n_steps=30, eval_every=10, metrics=["nll"])
+    curves = {"step": [0, 10, 20, 30], "seconds": [0.0, 1.0, 2.0, 3.0], "nll": list(nll), "mass_outside": [0.0] * 4, "edge_mass": list(edge)}
+    return density.runs.RunRecord(spec, "finished", curves, {}, 30, 3.0)
+
+
+HELD, LEAKS = [0.0] * 4, [0.0, 0.0, 1.0, 1.0]  # edge_mass per evaluation: region holds the mass / not from step 20
+
+
+def test_value_bound_marks_flagged_quadrature_values():
+    r = _rec("cd", 0, [3, 1, 0.5, 0.4], grid=[3, 1, 0.05, 0.04], edge=[0.0, 0.0, 0.002, 1.0])
+    assert [density.value_bound(r, "mse_grid", i) for i in range(4)] == ["exact", "exact", "unknown", "unknown"]
+    assert density.value_bound(r, "mse") == "exact"  # the authors' estimator is taken as it is
+    n = _nll_rec("cd", 0, [3, 2, 1, 1], LEAKS)
+    assert density.value_bound(n, "nll") == "lower" and density.final_text(n, "nll") == "≥ 1 (region too small: a lower bound)"
+    del r.curves["edge_mass"]
+    assert density.value_bound(r, "mse_grid", 0) == "unknown"  # nothing says the region held the mass
+
+
+def test_a_comparison_decided_by_a_flagged_value_becomes_undecided():
+    ed = [_rec("ed", 0, [3, 1, 0.2, 0.05])]
+    # CD's quadrature MSE is larger than ED's, but flagged: no bound in either direction, so it decides nothing
+    cd = [_rec("cd", 0, [3, 1, 0.5, 0.5], grid=[3, 1, 0.5, 0.5], edge=LEAKS)]
+    grid = density.comparison_claims({"ed": ed, "cd": cd}, 0.1, "mse_grid")
+    assert grid[0].holds is None and "not a bound" in grid[0].measured
+    assert density.comparison_claims({"ed": ed, "cd": [_rec("cd", 0, [3, 1, 0.5, 0.5])]}, 0.1, "mse_grid")[0].holds is True
+    # a flagged NLL is a lower bound: a flagged CD above ED's exact value shows ED below; below ED's, it shows nothing
+    ed_nll = [_nll_rec("ed", 0, [3, 2, 1.0, 0.9], HELD)]
+    assert density.comparison_claims({"ed": ed_nll, "cd": [_nll_rec("cd", 0, [3, 2, 2, 2.0], LEAKS)]}, 9, "nll")[0].holds is True
+    assert density.comparison_claims({"ed": ed_nll, "cd": [_nll_rec("cd", 0, [3, 2, 0.5, 0.5], LEAKS)]}, 9, "nll")[0].holds is None
+    # ... and a flagged leader's lower bound above the other's exact value shows the leader is not below it
+    assert density.comparison_claims({"ed": [_nll_rec("ed", 0, [3, 2, 2, 2.0], LEAKS)], "cd": ed_nll}, 9, "nll")[0].holds is False
+
+
+def test_reaching_the_threshold_on_flagged_values_is_undecided():
+    # ED's quadrature MSE is under the threshold only at flagged evaluations: not shown, not excluded
+    ed = [_rec("ed", 0, [3, 1, 0.05, 0.05], grid=[3, 1, 0.05, 0.05], edge=LEAKS)]
+    sm = [_rec("sm", 0, [3, 2, 2, 2])]
+    assert density.reach(ed[0], 0.1, "mse_grid") == (None, None) and density.may_reach(ed[0], 0.1, "mse_grid") == 20
+    assert density.reach(ed[0], 0.1, "mse") == (20, 2.0) == (density.may_reach(ed[0], 0.1, "mse"), 2.0)
+    claims = density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "mse_grid")
+    assert [c.holds for c in claims] == [None, None, None]
+    assert "not shown (possibly from 20 it: region too small)" in claims[1].measured
+    # another method flagged before the leader's exact reach may have been first: undecided
+    ed_ok = [_rec("ed", 0, [3, 1, 0.05, 0.05])]
+    early = [_rec("cd", 0, [3, 0.9, 0.9, 0.9], grid=[3, 0.9, 0.9, 0.9], edge=[0.0, 1.0, 0.0, 0.0])]
+    assert density.first_to_reach({"ed": ed_ok, "cd": early}, 0.1, "mse_grid") == [None]
+    assert density.first_to_reach({"ed": ed_ok, "cd": early}, 0.1, "mse") == [True]
+    # a method shown to reach at or before the leader's earliest possible step decides it: False
+    sure = [_rec("cd", 0, [3, 0.05, 0.9, 0.9])]
+    assert density.first_to_reach({"ed": ed, "cd": sure}, 0.1, "mse_grid") == [False]
+    # step 0, the initial network every method shares, flagged for all: it does not decide the order
+    ed0, sm0 = [_rec("ed", 0, [3, 1, 0.05, 0.05], edge=[1.0, 0, 0, 0])], [_rec("sm", 0, [3, 2, 2, 2], edge=[1.0, 0, 0, 0])]
+    assert density.first_to_reach({"ed": ed0, "sm": sm0}, 0.1, "mse_grid") == [True]
+    assert [c.holds for c in density.comparison_claims({"ed": ed0, "sm": sm0}, 0.1, "mse_grid")] == [True, True, True]
+    # a flagged NLL (lower bound) above the threshold excludes reaching there
+    n = _nll_rec("ed", 0, [3, 2, 1.5, 0.5], LEAKS)
+    assert density.may_reach(n, 1.0, "nll") == 30 and density.reach(n, 1.0, "nll") == (None, None)
+
+
+def test_a_diverged_run_never_makes_a_bound_claim_hold():
+    ed = [_rec("ed", 0, [3, 1, 0.05, 0.05], status="diverged", diverged_at=25)]
+    cd = [_rec("cd", 0, [3, 1, 0.5, 0.5], edge=LEAKS)]
+    for metric in ("mse", "mse_grid"):
+        assert all(c.holds is False for c in density.comparison_claims({"ed": ed, "cd": cd}, 0.1, metric))
+
+
+def test_estimator_checks_pass_on_known_answers_and_fail_swapped():
+    data, g = toy.get("25gaussians"), lambda: torch.Generator().manual_seed(0)
+    far = torch.tensor([10.0, 10.0])
+
+    def leaky(x):  # half the mass on N((10, 10), 0.25 I), far outside the box
+        bump = -((x - far) ** 2).sum(1) / 0.5 - math.log(2 * math.pi * 0.25)
+        return -torch.logaddexp(data.log_prob(x), bump) + math.log(2)
+
+    truth = density.evaluate(lambda x: -data.log_prob(x) + 3.0, "25gaussians", ["mse", "mse_grid"], 500, generator=g())
+    leak = density.evaluate(leaky, "25gaussians", ["mse", "mse_grid"], 500, generator=g())
+    checks = density.estimator_checks(truth, leak)
+    assert [c.passes for c in checks] == [True, True, True]
+    assert not all(c.passes for c in density.estimator_checks(leak, truth))  # swapped energies
+    # an estimator that could not see the leak (the quadrature given the importance-sampling value) fails
+    assert density.estimator_checks(truth, {**leak, "mse_grid": leak["mse"]})[1].passes is False
+    with pytest.raises(ValueError, match="truth must be"):
+        density.estimator_checks({"mse": 0.0}, leak)

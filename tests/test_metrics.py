@@ -251,14 +251,98 @@ def test_region_nll_of_model_with_a_component_far_outside_the_box():
     assert metrics.grid_nll(energy, x, (-4.0, 4.0), 200) == pytest.approx(exact - math.log(2), abs=1e-3)
 
 
-def test_region_too_small_shows_in_the_edge_band():
+def test_region_too_small_shows_in_the_edge_band_and_growth_holds_the_mass():
     energy = _gaussian_energy((0.0, 0.0), 10.0)  # ~1/3 of the mass lies beyond [−16, 16]²
-    q = metrics.region_log_normaliser(energy)
-    assert q.mass_in_edge_band > 100 * metrics.EDGE_BAND_TOLERANCE
-    assert q.log_z < math.log(2 * math.pi * 100.0) - 0.1  # an underestimate
-    big = metrics.region_log_normaliser(energy, region=(-68.0, 68.0), n_region=272)  # box on cells 128…144
-    assert big.mass_in_edge_band < metrics.EDGE_BAND_TOLERANCE
+    base = metrics.region_log_normaliser(energy, max_growth=1)  # the base region alone
+    assert base.mass_in_edge_band > 100 * metrics.EDGE_BAND_TOLERANCE and not base.exact and base.n_shells == 0
+    assert base.log_z < math.log(2 * math.pi * 100.0) - 0.1  # an underestimate, flagged
+    assert base.unheld_mass == 1.0
+    big = metrics.region_log_normaliser(energy, region=(-68.0, 68.0), n_region=272, max_growth=1)  # box on cells 128…144
+    assert big.mass_in_edge_band < metrics.EDGE_BAND_TOLERANCE and big.exact
     assert big.log_z == pytest.approx(math.log(2 * math.pi * 100.0), abs=1e-3)
+    grown = metrics.region_log_normaliser(energy)  # shells out to |x|_∞ = 128 hold it
+    assert grown.exact and grown.half_width == 128.0 and grown.n_shells == 3
+    assert grown.log_z == pytest.approx(math.log(2 * math.pi * 100.0), abs=2e-4)
+    assert grown.mass_in_shells == pytest.approx(1 - math.erf(16 / (10 * math.sqrt(2))) ** 2, abs=1e-4)
+    assert grown.mass_in_edge_band < 1e-12 and grown.unheld_mass == grown.mass_in_edge_band
+
+
+def _far_mixture_energy(ds, far=(40.0, 40.0)):
+    # q = ½·p₂₅ + ½·N(far, I), normalised: E = −log q
+    far = torch.tensor(far, dtype=torch.float64)
+    far_log = lambda x: -((x.double() - far) ** 2).sum(1) / 2 - math.log(2 * math.pi)
+    return lambda x: math.log(2) - torch.logaddexp(ds.log_prob(x).double(), far_log(x))
+
+
+def test_region_finds_a_component_far_beyond_the_base_region():
+    # The reviewer's model: half the mass at (40, 40), beyond the base region [−16, 16]². Without
+    # growth it scores NLL H(p) (as if q = p), MSE 0 and no mass outside; its true NLL is H(p) + log 2.
+    ds = toy.get("25gaussians")
+    energy = _far_mixture_energy(ds)
+    x = ds.sample(2000, gen(8)).double()
+    exact = float(energy(x).mean())  # cross-entropy −(1/B) Σ log q(xᵢ): q is normalised
+    blind = metrics.region_nll(energy, x, ds.bounds, max_growth=1)
+    assert blind.nll == pytest.approx(exact - math.log(2), abs=1e-3) and blind.mass_outside_box < 1e-12
+    r = metrics.region_nll(energy, x, ds.bounds)
+    assert r.nll == pytest.approx(exact, abs=1e-3) and r.exact and r.bound == "exact"
+    assert r.log_z == pytest.approx(0.0, abs=1e-4) and r.mass_outside_box == pytest.approx(0.5, abs=1e-4)
+    q = metrics.region_log_normaliser(energy, ds.bounds)
+    assert q.mass_in_shells == pytest.approx(0.5, abs=1e-4) and q.half_width >= 64 and q.tail_bound < metrics.GROWTH_TOLERANCE
+    mse = metrics.region_mse_log_density(energy, ds, n=2000, generator=gen(), quadrature=q)
+    assert mse.mse == pytest.approx(math.log(2) ** 2, abs=1e-3) and mse.exact  # 0.480
+    assert metrics.region_mse_log_density(energy, ds, n=2000, generator=gen(), max_growth=1).mse < 1e-6
+
+
+def _clipped_energy(ds, radius=20.0):
+    # −log p₂₅ out to |x| = radius, then constant along every ray: exp(−E) is not normalisable
+    def energy(x):
+        x = x.double()
+        return -ds.log_prob(x * torch.clamp(radius / x.norm(dim=1, keepdim=True), max=1.0)).double()
+    return energy
+
+
+@pytest.mark.parametrize("case", ["stops growing", "flat", "log tail", "falls far out"])
+def test_energy_without_an_integrable_tail_is_only_a_lower_bound(case):
+    ds = toy.get("25gaussians")
+    energy = {
+        "stops growing": _clipped_energy(ds),
+        "flat": lambda x: torch.zeros(x.shape[0], dtype=torch.float64),
+        "log tail": lambda x: torch.log1p((x.double() ** 2).sum(1)),  # exp(−E) ~ r⁻²: ∫ r⁻²·r dr diverges
+        "falls far out": lambda x: (x.double() ** 2).sum(1).clamp(max=900.0) - 1e-3 * (x.double() ** 2).sum(1).sqrt(),
+    }[case]
+    x = ds.sample(500, gen(9)).double()
+    r = metrics.region_nll(energy, x, ds.bounds)
+    assert not r.exact and r.bound == "lower" and math.isfinite(r.nll)
+    q = metrics.region_log_normaliser(energy, ds.bounds)
+    assert not q.exact and q.unheld_mass == 1.0 and q.tail_bound == math.inf
+    assert q.n_shells == 0 and q.log_z == metrics.region_log_normaliser(energy, ds.bounds, max_growth=1).log_z  # R's value, as before
+    assert not metrics.region_mse_log_density(energy, ds, n=100, generator=gen(), quadrature=q).exact
+    if case == "flat":
+        assert q.log_z == pytest.approx(math.log(32.0**2))
+
+
+def test_power_law_tail_is_integrated_exactly():
+    # exp(−E) = (1 + |x|²)⁻³: Z = π/2, 2e-3 of it beyond |x| = 16; E rises like 6·log r, faster than 3·log r
+    energy = lambda x: 3 * torch.log1p((x.double() ** 2).sum(1))
+    q = metrics.region_log_normaliser(energy)
+    assert q.exact and q.n_shells >= 1 and q.tail_bound <= metrics.GROWTH_TOLERANCE
+    assert q.log_z == pytest.approx(math.log(math.pi / 2), abs=1e-4)
+    base = metrics.region_log_normaliser(energy, max_growth=1)  # R alone: its tail bound is too large to vouch for it
+    assert not base.exact and base.tail_bound > metrics.GROWTH_TOLERANCE and base.log_z < q.log_z
+
+
+def test_model_inside_the_base_region_is_unchanged_and_exact():
+    # All of today's trained models: one shell of negligible mass, the base region's values up to it.
+    ds = toy.get("25gaussians")
+    for energy in (lambda x: -ds.log_prob(x), _gaussian_energy((1.0, -0.5), 3.0)):
+        q, base = metrics.region_log_normaliser(energy), metrics.region_log_normaliser(energy, max_growth=1)
+        assert q.exact and q.n_shells == 1 and q.half_width == 32.0
+        assert q.n_points == base.n_points == 200**2 + 128**2 - 32**2 and q.n_shell_points == 128**2 - 64**2  # [−32, 32]² \\ [−16, 16]² at spacing 0.5
+        assert abs(q.log_z - base.log_z) < 1e-6 and abs(q.mass_outside_box - base.mass_outside_box) < 1e-6
+        assert q.mass_in_shells < metrics.GROWTH_TOLERANCE and q.tail_bound < metrics.GROWTH_TOLERANCE
+    gm = GaussianMixture(0.2)  # 1-D: two rays, shells are intervals
+    q = metrics.region_log_normaliser(gm.energy, gm.bounds, dim=1)
+    assert q.exact and q.n_shells == 1 and q.n_probe_points > 0 and q.n_probe_points % 2 == 0 and abs(q.log_z) < 1e-6
 
 
 def test_region_mse_of_true_energy_plus_constant_is_zero():
@@ -320,3 +404,10 @@ def test_region_bad_inputs():
         metrics.region_mse_log_density(quad, toy.get("moons"))
     with pytest.raises(ValueError, match="box"):
         metrics.region_mse_log_density(quad, StdGaussian2D(), n=10)  # no bounds to default to
+    for bad in (0, 3, 96, 1.5, True, "64"):
+        with pytest.raises(ValueError, match="max_growth"):
+            metrics.region_log_normaliser(quad, max_growth=bad)
+    with pytest.raises(ValueError, match="max_growth"):
+        metrics.region_nll(quad, x, max_growth=-2)
+    with pytest.raises(ValueError, match="max_growth"):
+        metrics.region_mse_log_density(quad, toy.get("25gaussians"), n=10, max_growth=5)

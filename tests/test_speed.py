@@ -328,3 +328,29 @@ def test_a_bad_page_parameter_is_rejected_naming_it(key, value):
 
     with pytest.raises(parameters.ParameterError, match=rf"parameter {key} = .* of notebook 'performance'"):
         parameters.check_notebook("performance", {**_page_defaults(), key: value})
+
+
+# --- the page's claims: each holds on its factual timings and fails on a counterfactual ---------------
+
+
+def _ms(**scale):
+    """Paired per-repeat milliseconds: authors' SM 2× ours, ED 1.1× the bare step, unless ``scale`` changes one."""
+    base = {"sm": [1.0, 1.1, 0.9], "authors_sm": [2.0, 2.2, 1.8], "ed": [1.1, 1.2, 1.0], "bare": [1.0, 1.1, 0.9]}
+    return {k: [v * scale.get(k, 1.0) for v in vs] for k, vs in base.items()}
+
+
+def test_sm_speed_up_claim_fails_with_the_timings_swapped():
+    ms = _ms()
+    assert speed.sm_speed_up_claim(ms).holds is True and "2.00×" in speed.sm_speed_up_claim(ms).measured
+    swapped = {**ms, "sm": ms["authors_sm"], "authors_sm": ms["sm"]}
+    assert speed.sm_speed_up_claim(swapped).holds is False
+    assert speed.sm_speed_up_claim(ms, target=2.5).holds is False
+    with pytest.raises(ValueError, match="authors_sm"):
+        speed.sm_speed_up_claim({"sm": [1.0]})
+
+
+def test_ed_overhead_claim_fails_for_an_ed_step_far_dearer_than_the_bare_step():
+    assert speed.ed_overhead_claim(_ms()).holds is True
+    assert speed.ed_overhead_claim(_ms(ed=2.0)).holds is False
+    assert [c.holds for c in speed.page_claims(_ms())] == [True, True]
+    assert [c.holds for c in speed.page_claims(_ms(sm=3.0, ed=3.0))] == [False, False]

@@ -122,3 +122,49 @@ def test_train_for_ws_runs_differ_only_in_w():
     for bad in ([], [1.0, 1.0], [-0.5], "1"):
         with pytest.raises(ValueError):
             stabilisation.train_for_ws(data, bad, **kwargs)
+
+
+# --- the page's claims: each holds on its factual input and fails on a counterfactual one ----------
+
+
+def _parabolas(slopes):
+    """{w: learned_energy of a·x²/2} for {w: a}: stand-ins for trained runs."""
+    return {w: stabilisation.learned_energy(_Parabola(a, 0.0)) for w, a in slopes.items()}
+
+
+def test_optimum_claim_holds_for_normal_data_and_fails_for_data_of_another_variance():
+    assert stabilisation.optimum_claim(_study(n=1 << 15, seed=3)).holds is True
+    g = torch.Generator().manual_seed(3)
+    x = math.sqrt(2.0) * torch.randn((1 << 15, 1), generator=g, dtype=F64)  # N(0, 2): the truth is a = 1/2
+    neg = x + torch.randn((1 << 15, 1), generator=g, dtype=F64) + torch.randn((1 << 15, 4), generator=g, dtype=F64)
+    wide = stabilisation.QuadraticStudy(d=0.5 * (x**2 - neg**2))
+    claim = stabilisation.optimum_claim(wide)
+    assert claim.holds is False and "s.e." in claim.measured
+
+
+def test_steepness_claim_fails_for_runs_that_ignore_w_or_have_w_swapped():
+    ordered = _parabolas({0.0: 0.9, 0.1: 1.6, 1.0: 1.0, 4.0: 0.8})  # w = 0 is not part of the claim
+    claim = stabilisation.steepness_claim(ordered, {0.1: 1.5, 1.0: 1.0, 4.0: 0.8})
+    assert claim.holds is True and "{0.1, 1, 4}" in claim.statement and "predicted" in claim.measured
+    assert stabilisation.steepness_claim(_parabolas({0.1: 1.0, 1.0: 1.0, 4.0: 1.0})).holds is False  # training ignores w
+    assert stabilisation.steepness_claim(_parabolas({0.1: 0.8, 1.0: 1.0, 4.0: 1.6})).holds is False  # w swapped
+    with pytest.raises(ValueError, match="two runs with w > 0"):
+        stabilisation.steepness_claim(_parabolas({0.0: 2.0, 1.0: 1.0}))
+
+
+def test_best_and_worst_w_claims_fail_swapped_or_tied():
+    runs = _parabolas({0.0: 3.0, 0.1: 1.5, 1.0: 1.02, 4.0: 0.8})
+    assert stabilisation.best_w_claim(runs).holds is True and stabilisation.worst_w_claim(runs).holds is True
+    swapped = _parabolas({0.0: 1.02, 0.1: 1.5, 1.0: 3.0, 4.0: 0.8})
+    assert stabilisation.best_w_claim(swapped).holds is False and stabilisation.worst_w_claim(swapped).holds is False
+    tied = _parabolas({0.0: 1.3, 0.1: 1.3, 1.0: 1.3, 4.0: 1.3})  # every run the same: neither best nor worst
+    assert stabilisation.best_w_claim(tied).holds is False and stabilisation.worst_w_claim(tied).holds is False
+    with pytest.raises(ValueError, match="w = 0"):
+        stabilisation.worst_w_claim(_parabolas({1.0: 1.0, 4.0: 0.8}))
+
+
+def test_page_claims_are_the_claims_its_runs_allow():
+    runs = _parabolas({0.0: 3.0, 0.1: 1.5, 1.0: 1.02, 4.0: 0.8})
+    claims = stabilisation.page_claims(_study(n=1 << 14, seed=3), runs)
+    assert len(claims) == 4 and all(c.holds for c in claims)
+    assert len(stabilisation.page_claims(_study(n=1 << 12), _parabolas({0.0: 3.0, 1.0: 1.0}))) == 3  # one w > 0: no ordering

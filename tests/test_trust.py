@@ -88,7 +88,9 @@ def test_a_run_made_by_other_code_is_used_only_when_the_reader_says_so(tmp_path,
     identity.code_identity.cache_clear()
     try:
         assert runs.done(spec, tmp_path) is None, "a run of other code is not the current spec's run"
+        assert not runs.available(spec, tmp_path)
         monkeypatch.setenv(runs.ACCEPT_OTHER_CODE_ENV, "1")
+        assert runs.available(spec, tmp_path), "sweeps and fetch_all then count it as present"
         notes = []
         used = runs.fetch(spec, root=tmp_path, progress=False, echo=notes.append)
         assert used.folder == old.folder and used.other_code == ["edrepro.losses"]

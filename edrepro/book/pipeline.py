@@ -434,18 +434,20 @@ def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:
     ones) is named "table N: statement" from its second table on, so that the two are counted apart."""
     import nbformat
 
+    from .claims import CLAIMS_HEADER
+
     rows, seen, table = [], set(), 0
     for cell in nbformat.read(notebook_path, as_version=4).cells:
         for out in cell.get("outputs", []):
             text = out.get("data", {}).get("text/markdown", "") if out.get("output_type") == "display_data" else ""
-            if not text.startswith("| claim | measured | holds |"):
+            if not text.startswith(CLAIMS_HEADER):  # instrument checks have their own header: not claims
                 continue
             table += 1
             for line in text.splitlines()[2:]:
                 cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
                 name = cells[0] if cells[0] not in seen else f"table {table}: {cells[0]}"
                 seen.add(cells[0])
-                rows.append((name, cells[-1] == "yes"))
+                rows.append((name, cells[-1] == "yes"))  # "undecided" counts as not holding
     return rows
 
 

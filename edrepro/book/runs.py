@@ -474,6 +474,12 @@ def done(spec: RunSpec, root: str | os.PathLike | None = None) -> RunRecord | No
     return record if record is not None and record.status != "interrupted" else None
 
 
+def available(spec: RunSpec, root: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`fetch` would load ``spec`` rather than train it: it is done, or the reader accepts
+    runs made by other code (:data:`ACCEPT_OTHER_CODE_ENV`) and the cache holds one."""
+    return done(spec, root) is not None or (accept_other_code() and _other_code_record(spec, root, torch.device("cpu")) is not None)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -649,7 +655,7 @@ def fetch_all(
     if fresh:
         for spec in specs:
             clear(spec, root)
-    missing = [s for s in specs if done(s, root) is None]
+    missing = [s for s in specs if not available(s, root)]
     if workers > 1 and len(missing) > 1 and not _has_dask():
         if echo is not None:
             echo(f"Dask distributed is not installed (pip install 'edrepro[cluster]'): training {len(missing)} runs one by one here")
@@ -819,7 +825,7 @@ def sweep(
             clear(spec, root)
     missing = []
     for spec in specs:
-        (summary.loaded if done(spec, root) is not None else missing).append(spec)
+        (summary.loaded if available(spec, root) else missing).append(spec)
     if missing:
         _sweep_missing(missing, summary, workers, scheduler, root, progress, echo)
     summary.wall_seconds = time.perf_counter() - start

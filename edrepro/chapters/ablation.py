@@ -11,9 +11,11 @@ processes if asked).
 
 Page helpers: :func:`annotation` / :func:`effective_mse` turn a finished run into the text and the
 number shown in its heatmap cell (a diverged run reads "diverged at step k (loss)" and counts as
-an infinite error); :func:`clearly_better`, :func:`finite_throughout` and :func:`flatness` measure
-the page's claims; :func:`evaluations`, :func:`cost_fit` and :func:`predicted_seconds` compute the
-cost of a grid in energy evaluations and estimate its duration from measured speeds.
+an infinite error); :func:`clearly_better`, :func:`finite_throughout` and :func:`flatness` measure;
+:func:`stabilisation_claim` and :func:`flatness_claim` are the page's claims and
+:func:`loss_bound_check` its instrument check; :func:`evaluations`, :func:`cost_fit` and
+:func:`predicted_seconds` compute the cost of a grid in energy evaluations and estimate its duration
+from measured speeds.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from .. import _checks, metrics, plotting
 from ..book import runs
+from ..book.claims import Claim, InstrumentCheck, compare_below
 from . import density
 
 
@@ -170,10 +173,101 @@ def finite_throughout(record: runs.RunRecord, metrics: Sequence[str] = ("mse", "
     return all(math.isfinite(v) for metric in metrics for v in record.curve(metric))
 
 
-def flatness(record: runs.RunRecord, bounds: tuple[float, float] = (-3.0, 3.0), n: int = 60) -> float:
+FLATNESS_BOUNDS: tuple[float, float] = (-3.0, 3.0)
+"""The square on which :func:`flatness` measures the energy's spread: [−3, 3]² holds the 25 Gaussians."""
+FLATNESS_GRID = 60
+"""Grid points per axis of :func:`flatness`."""
+
+
+def flatness(record: runs.RunRecord, bounds: tuple[float, float] = FLATNESS_BOUNDS, n: int = FLATNESS_GRID) -> float:
     """The spread max E − min E of a run's EMA energy on an n×n grid over ``bounds`` (:func:`energy_range`);
     smaller means a flatter density. [−3, 3]² holds the 25 Gaussians."""
     return energy_range(density.energy(record), bounds, n)
+
+
+def mse_bound(record: runs.RunRecord, metric: str) -> str:
+    """What the final ``metric`` of a run is, for :func:`edrepro.book.claims.compare_below`: ``"exact"``
+    (an estimate, not a bound), or ``"unknown"`` for the quadrature MSE (``"mse_grid"``) of a run whose
+    quadrature did not hold the model's mass (final ``edge_mass`` above
+    :data:`edrepro.metrics.EDGE_BAND_TOLERANCE`, or not recorded): its log Z is then too small and the
+    MSE off in either direction."""
+    _checks.choice("metric", metric, SHORT)
+    if metric != "mse_grid":
+        return "exact"
+    edge = record.curves.get("edge_mass")
+    return "exact" if edge and edge[-1] <= metrics.EDGE_BAND_TOLERANCE else "unknown"
+
+
+def stabilisation_claim(zero: runs.RunRecord, small: runs.RunRecord, metric: str, far_worse: float, label: str = "") -> Claim:
+    """The claim that the unstabilised run ``zero`` (w = 0) is far worse than the stabilised ``small``
+    on ``metric``: its final error at least ``far_worse`` times larger, or it diverged.
+
+    A diverged ``small`` run makes it fail; a diverged ``zero`` run (and a finite ``small``) makes it
+    hold; otherwise the two errors are compared with :func:`edrepro.book.claims.compare_below`, each
+    marked by :func:`mse_bound`, so that a quadrature MSE the region could not hold leaves it undecided.
+    """
+    _checks.choice("metric", metric, SHORT)
+    if isinstance(far_worse, bool) or not isinstance(far_worse, (int, float)) or not far_worse > 1:
+        raise ValueError(f"far_worse must be a number above 1, got {far_worse!r}")
+    a, b = effective_mse(zero, metric), effective_mse(small, metric)
+    measured = f"{annotation(zero, [metric])} vs {annotation(small, [metric])}"
+    kinds = (mse_bound(small, metric), mse_bound(zero, metric))
+    if "unknown" in kinds and math.isfinite(a) and math.isfinite(b):
+        measured += " (a quadrature region did not hold the mass: not decidable)"
+    if not math.isfinite(b):
+        holds: bool | None = False
+    elif not math.isfinite(a):
+        holds = True
+    else:
+        holds = compare_below(far_worse * b, a, *kinds)
+    statement = (f"w = 0 is far worse than w = {small.spec.hparams['w']:g} (error ≥ {far_worse:g}×, or diverged), "
+                 f"{label or 'same t and M'}, on the {density.METRICS_SHORT[metric]}")
+    return Claim(statement, measured, holds)
+
+
+def flatness_claim(spread: Mapping[tuple[float, int], float], w_small: float, w_large: float, m_values: Sequence[int]) -> Claim:
+    """The claim that the larger stabilisation gives the flatter density at every M: the energy spread
+    (:func:`flatness`) ``spread[(w_large, m)]`` below ``spread[(w_small, m)]`` for every m of ``m_values``.
+    A non-finite spread (a model whose energy is not finite on the grid) never makes it hold."""
+    if not w_large > w_small:
+        raise ValueError(f"w_large must exceed w_small, got {w_large!r} and {w_small!r}")
+    if not m_values:
+        raise ValueError("m_values must name at least one M")
+    lo, hi = FLATNESS_BOUNDS
+    verdicts = [compare_below(spread[(w_large, m)], spread[(w_small, m)]) for m in m_values]
+    return Claim(f"larger w, flatter density: the energy spread on [{lo:g}, {hi:g}]² is smaller for w = {w_large:g} "
+                 f"than for w = {w_small:g} at every M",
+                 "; ".join(f"M = {m}: {spread[(w_large, m)]:.3g} vs {spread[(w_small, m)]:.3g}" for m in m_values),
+                 all(v is True for v in verdicts))
+
+
+def ed_lower_bound(w: float, m: int) -> float:
+    """log(w/M): the stabilised ED estimate mean_i log(w/M + (1/M) Σ_j exp(E(x_i) − E(x'_ij))) is above it
+    for every model and every batch, since each exponential is positive (−inf for w = 0: nothing bounds it)."""
+    w = _checks.non_negative("w", w)
+    m = _checks.positive_int("M", m)
+    return math.log(w / m) if w > 0 else -math.inf
+
+
+def lowest_loss(record: runs.RunRecord) -> float:
+    """The lowest finite training loss a run logged (nan when it logged none)."""
+    finite = [v for v in record.losses if math.isfinite(v)]
+    return min(finite) if finite else math.nan
+
+
+def loss_bound_check(records: Sequence[runs.RunRecord], tolerance: float = 1e-5) -> InstrumentCheck:
+    """The instrument check that the ED loss of every stabilised run (w > 0) stayed above its bound
+    log(w/M) (:func:`ed_lower_bound`) at every logged step, up to ``tolerance`` (float rounding): a check
+    of the loss's implementation, not a claim — the bound holds for every model. A run that logged no
+    finite loss fails it."""
+    stabilised = [r for r in records if r.spec.hparams.get("w", 0) > 0]
+    if not stabilised:
+        raise ValueError("records must hold at least one run with w > 0")
+    gaps = [lowest_loss(r) - ed_lower_bound(r.spec.hparams["w"], r.spec.hparams["m_particles"]) for r in stabilised]
+    below = sum(not g >= -tolerance for g in gaps)
+    smallest = min((g for g in gaps if math.isfinite(g)), default=math.nan)
+    return InstrumentCheck("every w > 0 run's ED loss stays above log(w/M) at every logged step (the estimator's bound)",
+                           f"{len(stabilised) - below} of {len(stabilised)} runs; smallest margin {smallest:.2g}", below == 0)
 
 
 def evaluations(m_values: Sequence[int], n_steps: int, batch_size: int, n_rows: int = 1) -> int:

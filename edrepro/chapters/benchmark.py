@@ -14,7 +14,11 @@ the data box (``mass_outside``) and in the region's outer band (``edge_mass``, c
 The summaries (:func:`by_pair`, :func:`score_table`, :func:`ranks`, :func:`leaderboard`,
 :func:`leaderboard_markdown`, :func:`beaten_by`, :func:`box_only_nll`, :func:`mean_curve`,
 :func:`speeds`, :func:`cpu_table`, :func:`throughput_markdown`, :func:`conditions_text`) are plain
-functions of the runs' numbers; :func:`gaussian_fit_energy`, :func:`constant_energy` and
+functions of the runs' numbers. A final NLL is a lower bound where the quadrature did not hold the
+model's mass (:func:`nll_kinds`); :func:`rank_intervals`, :func:`beaten_by_bounds` and
+:func:`versus_reference` let such a bound decide a comparison only in the direction it allows
+(:func:`edrepro.book.claims.compare_below`). The page's claims are :func:`stability_claim` and
+:func:`top_k_claim`; :func:`leaderboard_figure` draws the wide tables; :func:`gaussian_fit_energy`, :func:`constant_energy` and
 :func:`score_energy` score reference models with the runs' metrics; :func:`heatmap_gallery` draws
 the learned densities.
 """
@@ -31,6 +35,7 @@ import torch
 
 from .. import _checks, metrics, toy
 from ..book import page, runs
+from ..book.claims import Claim, compare_below
 from . import density
 
 DATASETS: tuple[str, ...] = ("25gaussians", "8gaussians", "rings", "checkerboard", "pinwheel", "2spirals", "moons", "swissroll")
@@ -461,7 +466,8 @@ def heatmap_gallery(records: Mapping[tuple[str, str], Sequence[runs.RunRecord]],
                     labels: Mapping[str, str] | None = None, n: int = 100, seed: int = 0) -> Any:
     """A figure: one column per data set, a top row of data histograms (100 000 draws of generator
     ``seed``), then one row per method with the first run's EMA density exp(−E) normalised over an
-    ``n`` × ``n`` grid on the box, titled with the run's NLL and its mass outside the box."""
+    ``n`` × ``n`` grid on the box, titled with the run's NLL ("≥": a lower bound, see :func:`leaked`) and its mass
+    outside the box."""
     import matplotlib.pyplot as plt
 
     from .. import plotting
@@ -479,9 +485,181 @@ def heatmap_gallery(records: Mapping[tuple[str, str], Sequence[runs.RunRecord]],
             r = records[m, d][0]
             with torch.no_grad():
                 plotting.density_heatmap(axes[i, j], energy=density.energy(r), bounds=bounds, n=n)
-            title = r.outcome_text() if r.diverged else f"NLL {r.final('nll'):.2f}, {100 * r.final('mass_outside'):.0f} % out"
+            bound = "" if r.final("edge_mass") <= metrics.EDGE_BAND_TOLERANCE else "≥ "  # the region did not hold the mass
+            title = r.outcome_text() if r.diverged else f"NLL {bound}{r.final('nll'):.2f}, {100 * r.final('mass_outside'):.0f} % out"
             axes[i, j].set_title(title, fontsize=7, pad=2)
     axes[0, 0].set_ylabel("data", fontsize=10)
     for i, m in enumerate(methods, start=1):
         axes[i, 0].set_ylabel(labels.get(m, m).replace(" ", "\n", 1), fontsize=9)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Bounds and the page's claims
+# ------------------------------------------------------------------------------------------
+
+
+def nll_kinds(records: Sequence[runs.RunRecord], tolerance: float = metrics.EDGE_BAND_TOLERANCE) -> dict[tuple[str, str], str]:
+    """What each (method, dataset) pair's final NLL is, for :func:`edrepro.book.claims.compare_below`:
+    ``"lower"`` — a lower bound on the true NLL — where the quadrature did not hold the model's mass
+    (:func:`leaked`), else ``"exact"`` (the quadrature value)."""
+    lower = leaked(records, tolerance)
+    return {key: "lower" if key in lower else "exact" for key in by_pair(records)}
+
+
+def _surely_below(a: float, b: float, a_is: str, b_is: str) -> bool | None:
+    """Is the true value of score ``a`` below that of ``b``? As :func:`compare_below`, except that a
+    non-finite score (a diverged run) is the worst: every finite score is below it, it is below none."""
+    if not math.isfinite(a):
+        return False
+    if not math.isfinite(b):
+        return True
+    return compare_below(a, b, a_is, b_is)
+
+
+def rank_intervals(scores: Table, kinds: Mapping[tuple[str, str], str] | None = None) -> dict[str, tuple[float, float]]:
+    """Each method's mean rank over the data sets (1 = lowest score) as an interval (best case, worst
+    case) that holds whatever the true values behind bounded scores are.
+
+    ``kinds[(method, dataset)]`` says whether a score is ``"exact"`` or a ``"lower"`` / ``"upper"``
+    bound (missing: exact). On one set, a method's rank is at least 1 + the number of methods surely
+    below it (:func:`edrepro.book.claims.compare_below`) and at most 1 + the number that may be below
+    it. With exact, distinct scores both ends are the rank of :func:`ranks`.
+    """
+    methods, columns = _check_table(scores)
+    kinds = dict(kinds or {})
+    lo = {m: 0.0 for m in methods}
+    hi = {m: 0.0 for m in methods}
+    for d in columns:
+        for m in methods:
+            verdicts = [_surely_below(float(scores[k][d]), float(scores[m][d]), kinds.get((k, d), "exact"), kinds.get((m, d), "exact"))
+                        for k in methods if k != m]
+            lo[m] += 1 + sum(v is True for v in verdicts)
+            hi[m] += 1 + sum(v is not False for v in verdicts)
+    return {m: (lo[m] / len(columns), hi[m] / len(columns)) for m in methods}
+
+
+def top_k_claim(scores: Table, kinds: Mapping[tuple[str, str], str] | None, method: str, top_k: int,
+                labels: Mapping[str, str] | None = None, score: str = "held-out NLL") -> Claim:
+    """The claim that ``method``'s mean rank by ``score`` is among the best ``top_k`` of the methods.
+
+    Decided with the :func:`rank_intervals`: it holds when fewer than ``top_k`` other methods can have a
+    lower mean rank than ``method``'s worst case (best case below it); it fails when at least ``top_k``
+    methods are ahead even in ``method``'s best case; otherwise a bound leaves it undecided. With exact
+    scores it is the plain ranking.
+    """
+    methods, _ = _check_table(scores)
+    _checks.choice("method", method, methods)
+    top_k = _checks.positive_int("top_k", top_k)
+    labels = labels or {}
+    interval = rank_intervals(scores, kinds)
+    mean = mean_ranks(scores)
+    lo, hi = interval[method]
+    can_lead = [k for k in methods if k != method and interval[k][0] < hi]
+    must_lead = [k for k in methods if k != method and interval[k][1] < lo]
+    holds = True if len(can_lead) < top_k else False if len(must_lead) >= top_k else None
+    order = sorted(methods, key=lambda k: mean[k])
+    bounded = sum(1 for v in (kinds or {}).values() if v != "exact")
+    measured = f"{labels.get(method, method)} {mean[method]:.2f}, place {order.index(method) + 1}; " + ", ".join(f"{k} {mean[k]:.2f}" for k in order)
+    if bounded:
+        measured += (f". {bounded} scores are bounds: {labels.get(method, method)}'s mean rank lies in [{lo:.2f}, {hi:.2f}]; methods that may be "
+                     f"ahead: {', '.join(can_lead) or 'none'}")
+    return Claim(f"{labels.get(method, method)}'s mean rank by the {score} is among the best {top_k} of {len(methods)} methods",
+                 measured, holds)
+
+
+def stability_claim(records: Sequence[runs.RunRecord], quantities: Sequence[str] = SCORES) -> Claim:
+    """The claim that no run diverged and every recorded value of ``quantities`` is finite at every evaluation."""
+    recs = [r for rs in by_pair(records).values() for r in rs]
+    values = [v for r in recs for q in quantities if q in r.curves for v in r.curve(q)]
+    diverged = [f"{r.spec.label}: {r.outcome_text()}" for r in recs if r.diverged]
+    bad = sum(not math.isfinite(v) for v in values)
+    return Claim("every method trains stably at this budget: no run diverges, and every NLL, MSE and mass is finite at every evaluation",
+                 f"{len(recs)} runs, {len(values)} values, {bad} not finite; diverged: {'; '.join(diverged) or 'none'}",
+                 not diverged and bad == 0)
+
+
+def beaten_by_bounds(scores: Table, kinds: Mapping[tuple[str, str], str] | None, method: str
+                     ) -> dict[str, tuple[list[tuple[str, float]], list[str]]]:
+    """Per data set: the methods surely below ``method``'s score, with the margin (best first), and the
+    methods that may be below it — a bound below ``method``'s value that cannot decide it
+    (:func:`edrepro.book.claims.compare_below`)."""
+    methods, columns = _check_table(scores)
+    _checks.choice("method", method, methods)
+    kinds = dict(kinds or {})
+    out = {}
+    for d in columns:
+        own = float(scores[method][d])
+        sure, maybe = [], []
+        for k in methods:
+            if k == method:
+                continue
+            verdict = _surely_below(float(scores[k][d]), own, kinds.get((k, d), "exact"), kinds.get((method, d), "exact"))
+            if verdict is True:
+                sure.append((k, own - float(scores[k][d])))
+            elif verdict is None:
+                maybe.append(k)
+        out[d] = (sorted(sure, key=lambda pair: -pair[1]), maybe)
+    return out
+
+
+def versus_reference(scores: Table, kinds: Mapping[tuple[str, str], str] | None, reference: Mapping[str, float],
+                     reference_kinds: Mapping[str, str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """Per data set: the methods whose score is surely *not* below the reference's, and those a bound
+    leaves undecided (:func:`edrepro.book.claims.compare_below`; a non-finite score is never below)."""
+    methods, columns = _check_table(scores)
+    kinds, reference_kinds = dict(kinds or {}), dict(reference_kinds or {})
+    out = {}
+    for d in columns:
+        verdicts = {m: _surely_below(float(scores[m][d]), float(reference[d]), kinds.get((m, d), "exact"), reference_kinds.get(d, "exact"))
+                    for m in methods}
+        out[d] = ([m for m in methods if verdicts[m] is False], [m for m in methods if verdicts[m] is None])
+    return out
+
+
+def grid_table(ax: Any, texts: Sequence[Sequence[str]], shade: Any, row_labels: Sequence[str], col_labels: Sequence[str],
+               bold: Any = (), cmap: str = "Blues", title: str = "") -> None:
+    """Draw a table on ``ax``: one cell per (row, column) holding ``texts[i][j]``, filled by ``shade[i][j]``
+    (NaN: no fill) on ``cmap``; the cells of ``bold`` ((i, j) pairs) in bold type."""
+    values = np.asarray(shade, dtype=float)
+    if values.shape != (len(row_labels), len(col_labels)) or [len(t) for t in texts] != [len(col_labels)] * len(row_labels):
+        raise ValueError(f"texts and shade must be {len(row_labels)} x {len(col_labels)} like the labels, got shade {values.shape}")
+    finite = values[np.isfinite(values)]
+    ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", vmin=finite.min() if finite.size else 0,
+              vmax=(finite.max() if finite.size else 1) * 1.6 or 1)
+    bold = set(bold)
+    for i, row in enumerate(texts):
+        for j, text in enumerate(row):
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, fontweight="bold" if (i, j) in bold else "normal")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=25, ha="right", fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    ax.set_title(title, fontsize=10)
+
+
+def leaderboard_figure(nll: Table, outside: Table, reference_outside: Mapping[str, float], kinds: Mapping[tuple[str, str], str],
+                       labels: Mapping[str, str] | None = None) -> Any:
+    """Two tables as one figure, rows sorted by mean rank by NLL: (a) the final NLL of each method on each
+    set (shaded by its rank in the column, the lowest in bold, "≥" before a lower bound) and the mean rank;
+    (b) the mass outside the data box in percent, with a last row for the moment-matched Gaussian
+    (``reference_outside``; "≥" where the quadrature did not hold the model's mass)."""
+    import matplotlib.pyplot as plt
+
+    methods, columns = _check_table(nll)
+    labels = labels or {}
+    order = [row["method"] for row in leaderboard(nll)]
+    r, mr, winners = ranks(nll), mean_ranks(nll), best(nll)
+    mark = {key: "≥" for key, kind in kinds.items() if kind == "lower"}
+    texts = [[mark.get((m, d), "") + (f"{nll[m][d]:.2f}" if math.isfinite(nll[m][d]) else str(nll[m][d])) for d in columns]
+             + [f"{mr[m]:.2f}"] for m in order]
+    shade = [[r[m][d] for d in columns] + [mr[m]] for m in order]
+    bold = {(i, j) for i, m in enumerate(order) for j, d in enumerate(columns) if m in winners[d]}
+    fig, (ax_nll, ax_out) = plt.subplots(2, 1, figsize=(10, 0.42 * (2 * len(order) + 1) + 2.4))
+    names = [labels.get(m, m) for m in order]
+    grid_table(ax_nll, texts, shade, names, [*columns, "mean rank"], bold, "Blues", "(a) held-out NLL, lower is better; shade: rank in the column")
+    out_texts = [[mark.get((m, d), "") + f"{100 * outside[m][d]:.1f} %" for d in columns] for m in order]
+    out_texts.append([f"{100 * reference_outside[d]:.1f} %" for d in columns])
+    out_shade = [[100 * outside[m][d] for d in columns] for m in order] + [[100 * reference_outside[d] for d in columns]]
+    grid_table(ax_out, out_texts, out_shade, [*names, "moment-matched Gaussian"], columns, (), "Oranges", "(b) mass outside the data box")
     return fig

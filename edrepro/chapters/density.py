@@ -30,6 +30,12 @@ Metrics (:data:`METRICS`), lower is better for each:
   which the authors' estimator cannot;
 - ``nll``: negative log-likelihood of fresh data under exp(−E)/Z, Z from the same quadrature
   (:func:`edrepro.metrics.region_nll`); the mass outside the data's box is recorded beside it.
+
+Bounds are bounds: where the quadrature region did not hold a model's mass (``edge_mass`` above
+:data:`edrepro.metrics.EDGE_BAND_TOLERANCE`), its NLL is only a lower bound and its quadrature MSE no
+bound at all (:func:`value_bound`). :func:`reach`, :func:`may_reach`, :func:`first_to_reach` and
+:func:`comparison_claims` let such a value decide only what its bound allows
+(:func:`edrepro.book.claims.compare_below`); otherwise a claim is undecided (``holds`` None).
 """
 
 from __future__ import annotations
@@ -74,7 +80,9 @@ METRICS: dict[str, str] = {
 }
 """The evaluation metrics of a run (lower is better for each). The two quadrature metrics also record
 ``mass_outside`` (the model's mass outside the data set's box) and ``edge_mass`` (its mass in the
-outermost band of the quadrature region: large when the region does not hold the mass)."""
+outermost band of the quadrature region, grown until it holds the mass; 1 when it cannot, e.g. exp(−E)
+is not normalisable: :attr:`edrepro.metrics.RegionQuadrature.unheld_mass`). Above
+:data:`edrepro.metrics.EDGE_BAND_TOLERANCE` the NLL is a lower bound."""
 
 METRICS_SHORT = {"mse": "MSE", "mse_grid": "MSE (quadrature)", "nll": "NLL"}
 
@@ -154,7 +162,8 @@ def evaluate(
     """The metrics ``names`` (:data:`METRICS`) of ``energy`` on fresh points of ``dataset``, in order,
     each on its own ``n`` points drawn from ``generator``. The quadrature metrics share one
     :func:`edrepro.metrics.region_log_normaliser` (``grid``² cells on the data box, a coarser grid
-    out to four times its size) and add ``mass_outside`` and ``edge_mass``."""
+    out to four times its size, grown beyond as needed) and add ``mass_outside`` and ``edge_mass`` (1 when the
+    quadrature is not exact, so that the NLL is marked a lower bound wherever ``edge_mass`` is checked)."""
     data = toy.get(dataset)
     quad = None
     if {"mse_grid", "nll"} & set(names):
@@ -168,7 +177,7 @@ def evaluate(
         else:
             out["nll"] = metrics.region_nll(energy, data.sample(n, generator), data.bounds, quadrature=quad).nll
     if quad is not None:
-        out["mass_outside"], out["edge_mass"] = quad.mass_outside_box, quad.mass_in_edge_band
+        out["mass_outside"], out["edge_mass"] = quad.mass_outside_box, quad.unheld_mass
     return out
 
 
@@ -306,11 +315,66 @@ def first_reaching(
     return next((x for x, b in zip(xs, below) if b), None)
 
 
-def reach(record: runs.RunRecord, threshold: float, metric: str = "mse", sustained: bool = False) -> tuple[int | None, float | None]:
-    """(first step, training seconds at that step) at which the run's ``metric`` ≤ ``threshold``; (None, None) if never."""
+QUADRATURE_METRICS = ("mse_grid", "nll")
+"""The metrics whose log Z comes from the region quadrature: a bound, or not even that, when the region
+did not hold the model's mass (:func:`value_bound`)."""
+
+
+def value_bound(record: runs.RunRecord, metric: str = "mse", index: int = -1) -> str:
+    """What the ``metric`` of ``record`` at evaluation ``index`` is, as :func:`edrepro.book.claims.compare_below`
+    takes it: ``"exact"``, a ``"lower"`` bound, or ``"unknown"`` (a bound in neither direction).
+
+    A quadrature metric (:data:`QUADRATURE_METRICS`) is *flagged* at an evaluation where the region did not
+    hold the model's mass: ``edge_mass`` above :data:`edrepro.metrics.EDGE_BAND_TOLERANCE` (``edge_mass`` is
+    1 wherever the quadrature was not exact, :attr:`edrepro.metrics.RegionQuadrature.unheld_mass`), or not
+    recorded. Its log Z is then too low, so a flagged NLL is a lower bound of the true NLL, and a flagged
+    MSE of the log-density is off in either direction. The authors' ``mse`` (log Z by importance sampling)
+    is taken as it is, an estimate, as the authors do; so is ``mse_grid``/``nll`` where not flagged."""
+    _checks.choice("metric", metric, METRICS)
+    if metric not in QUADRATURE_METRICS:
+        return "exact"
+    edge = record.curves.get("edge_mass")
+    held = edge is not None and len(edge) == len(record.curve(metric)) and float(edge[index]) <= metrics.EDGE_BAND_TOLERANCE
+    return "exact" if held else "lower" if metric == "nll" else "unknown"
+
+
+def _shown_below(value: float, kind: str, threshold: float) -> bool:
+    """Whether ``value`` of this ``kind`` shows the quantity ≤ ``threshold``."""
+    return value <= threshold and kind in ("exact", "upper")
+
+
+def _maybe_below(value: float, kind: str, threshold: float) -> bool:
+    """Whether the quantity may be ≤ ``threshold`` given ``value`` of this ``kind`` (NaN: never)."""
+    if math.isnan(value):
+        return False
+    return kind == "unknown" or (value <= threshold if kind in ("exact", "lower") else True)
+
+
+def reach(
+    record: runs.RunRecord, threshold: float, metric: str = "mse", sustained: bool = False, *, from_step: int = 0
+) -> tuple[int | None, float | None]:
+    """(first step, training seconds at that step) at which the run's ``metric`` is *shown* to be ≤ ``threshold``;
+    (None, None) if never. A flagged quadrature value (:func:`value_bound`) shows nothing: a lower bound or a
+    value that is no bound at or under the threshold does not show that the quantity is. With ``sustained``
+    the value must be shown ≤ ``threshold`` at every later evaluation too. Evaluations before ``from_step``
+    are left out."""
     values = record.curve(metric)
-    i = first_reaching(list(range(len(values))), values, threshold, sustained)
+    shown = [v if s >= from_step and _shown_below(v, value_bound(record, metric, i), threshold) else math.nan
+             for i, (s, v) in enumerate(zip(record.step_curve, values))]
+    i = first_reaching(list(range(len(values))), shown, threshold, sustained)
     return (None, None) if i is None else (record.step_curve[int(i)], record.seconds_curve[int(i)])
+
+
+def may_reach(record: runs.RunRecord, threshold: float, metric: str = "mse", *, from_step: int = 0) -> int | None:
+    """The first evaluated step at which the run's ``metric`` *may* have been ≤ ``threshold``: an exact value
+    at or under it, a lower bound at or under it, or a flagged value that is no bound (:func:`value_bound`);
+    None when every evaluation shows the quantity above the threshold. Equal to :func:`reach`'s step when
+    no evaluation is flagged. Evaluations before ``from_step`` are left out."""
+    values = record.curve(metric)
+    for i, (s, v) in enumerate(zip(record.step_curve, values)):
+        if s >= from_step and _maybe_below(float(v), value_bound(record, metric, i), threshold):
+            return s
+    return None
 
 
 def tail_median(record: runs.RunRecord, metric: str = "mse", fraction: float = 0.2) -> float:
@@ -451,32 +515,51 @@ def by_method(records: Sequence[runs.RunRecord]) -> dict[str, list[runs.RunRecor
 
 def first_to_reach(
     results: Mapping[str, Sequence[runs.RunRecord]], threshold: float, metric: str = "mse", leader: str = "ed"
-) -> list[bool]:
+) -> list[bool | None]:
     """Seed by seed (the k-th record of every method): did ``leader`` reach ``metric`` ≤ ``threshold``
     at an earlier evaluated step than every other method (one that never reaches counts as later)?
 
-    With s_m the first such step of method m (:func:`reach`; ∞ if never): s_leader < ∞ and
-    s_leader < s_m for every other m. Steps, not seconds: the seconds depend on the machine's load.
+    With s_m the first step at which method m is shown to be at or under the threshold (:func:`reach`;
+    ∞ if never) and r_m the first at which it may have been (:func:`may_reach`; ∞ if never; r_m = s_m
+    when no evaluation is flagged): True when s_leader < r_m for every other m; False when r_leader = ∞
+    or s_m ≤ r_leader for some other m; else None (undecided: flagged quadrature values leave the order
+    open). Steps, not seconds: the seconds depend on the machine's load. The evaluation at step 0 is left
+    out: every method starts from the same network (:func:`make_model` depends on the seed alone) and is
+    evaluated on the same points, so step 0 cannot put one method before another; the claim is about
+    training.
     """
     if leader not in results:
         raise ValueError(f"leader must be one of the methods {list(results)}, got {leader!r}")
     counts = {m: len(rs) for m, rs in results.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"every method needs the same number of seeds, got {counts}")
-    out = []
+    out: list[bool | None] = []
     for k in range(counts[leader]):
-        first = {m: reach(rs[k], threshold, metric)[0] for m, rs in results.items()}
-        mine = first[leader]
-        out.append(mine is not None and all(s is None or mine < s for m, s in first.items() if m != leader))
+        sure = {m: reach(rs[k], threshold, metric, from_step=1)[0] for m, rs in results.items()}
+        maybe = {m: may_reach(rs[k], threshold, metric, from_step=1) for m, rs in results.items()}
+        others = [m for m in results if m != leader]
+        if maybe[leader] is None or any(sure[m] is not None and sure[m] <= maybe[leader] for m in others):
+            out.append(False)  # the leader surely never reached, or another surely reached no later than it could have
+        elif sure[leader] is not None and all(maybe[m] is None or sure[leader] < maybe[m] for m in others):
+            out.append(True)
+        else:
+            out.append(None)  # flagged evaluations leave the order open
     return out
 
 
-def reach_text(records: Sequence[runs.RunRecord], threshold: float, metric: str = "mse") -> str:
-    """``"seed 0: 5,200 it (31 s); seed 1: never"``: when each run first had ``metric`` ≤ ``threshold``."""
+def reach_text(records: Sequence[runs.RunRecord], threshold: float, metric: str = "mse", *, from_step: int = 0) -> str:
+    """``"seed 0: 5,200 it (31 s); seed 1: never"``: when each run first had ``metric`` ≤ ``threshold``
+    (:func:`reach`). Where flagged quadrature values leave it open (:func:`may_reach` earlier), the text says
+    from which step it may have: ``"seed 2: not shown (possibly from 400 it: region too small)"``. Evaluations
+    before ``from_step`` are left out."""
     parts = []
     for r in records:
-        step, sec = reach(r, threshold, metric)
-        parts.append(f"seed {r.spec.seed}: " + ("never" if step is None else f"{step:,} it ({sec:.0f} s)"))
+        step, sec = reach(r, threshold, metric, from_step=from_step)
+        maybe = may_reach(r, threshold, metric, from_step=from_step)
+        text = "never" if step is None and maybe is None else "not shown" if step is None else f"{step:,} it ({sec:.0f} s)"
+        if maybe is not None and (step is None or maybe < step):
+            text += f" (possibly from {maybe:,} it: region too small)"
+        parts.append(f"seed {r.spec.seed}: {text}")
     return "; ".join(parts)
 
 
@@ -493,7 +576,10 @@ def conditions_text(record: runs.RunRecord) -> str:
 
 
 def final_values(records: Sequence[runs.RunRecord], metric: str = "mse") -> list[float]:
-    """The last evaluated ``metric`` of each run; +inf for a diverged run or a non-finite value."""
+    """The last evaluated ``metric`` of each run; +inf for a diverged run or a non-finite value.
+
+    A value may be only a bound, or not even that (a flagged quadrature value): :func:`final_bounds`
+    says which, and a comparison must go through :func:`edrepro.book.claims.compare_below` with it."""
     out = []
     for r in records:
         value = float(r.final(metric))
@@ -501,17 +587,43 @@ def final_values(records: Sequence[runs.RunRecord], metric: str = "mse") -> list
     return out
 
 
+def final_bounds(records: Sequence[runs.RunRecord], metric: str = "mse") -> list[str]:
+    """For each value of :func:`final_values`: ``"exact"``, ``"lower"`` or ``"unknown"`` (:func:`value_bound`
+    at the last evaluation; a diverged run's +inf is ``"exact"``: it decides nothing in its favour)."""
+    return ["exact" if r.diverged else value_bound(r, metric, -1) for r in records]
+
+
+def final_mean_text(records: Sequence[runs.RunRecord], metric: str = "mse") -> str:
+    """The mean of :func:`final_values` over the seeds with 3 significant digits, marked when some of them
+    are flagged quadrature values (the mean is then no bound of anything) or a run diverged."""
+    values, kinds = final_values(records, metric), final_bounds(records, metric)
+    text = f"{sum(values) / len(values):.3g}"
+    flagged = sum(k != "exact" for k in kinds)
+    if flagged:
+        text += f" (region too small on {flagged} of {len(kinds)} seed(s): not a bound)"
+    return text
+
+
 def final_text(record: runs.RunRecord, metric: str = "mse") -> str:
     """The last evaluated ``metric`` with 3 significant digits, or the run's outcome (``"diverged at step N
-    (loss)"``) when it diverged: never a bare huge number for a diverged run. A quadrature metric whose
-    final ``edge_mass`` exceeds :data:`edrepro.metrics.EDGE_BAND_TOLERANCE` is marked "(region too
-    small)": the model's mass reaches the edge of the quadrature region, so log Z is too low."""
+    (loss)"``) when it diverged: never a bare huge number for a diverged run. A flagged quadrature value
+    (:func:`value_bound`: the model's mass reaches the edge of the quadrature region, so log Z is too low)
+    is marked "(region too small: …)": an NLL as "≥ value" (a lower bound), an MSE as "not a bound"."""
     if record.diverged:
         return record.outcome_text()
     text = f"{float(record.final(metric)):.3g}"
-    if metric in ("mse_grid", "nll") and "edge_mass" in record.curves and record.final("edge_mass") > metrics.EDGE_BAND_TOLERANCE:
-        text += " (region too small)"
+    kind = value_bound(record, metric, -1)
+    if kind == "lower":
+        return f"≥ {text} (region too small: a lower bound)"
+    if kind == "unknown":
+        return f"{text} (region too small: not a bound)"
     return text
+
+
+def _all_of(verdicts: Iterable[bool | None]) -> bool | None:
+    """Every verdict True: True; any False: False; else None (undecided)."""
+    verdicts = list(verdicts)
+    return False if any(v is False for v in verdicts) else True if all(v is True for v in verdicts) else None
 
 
 def comparison_claims(
@@ -521,32 +633,70 @@ def comparison_claims(
 
     1. for every other method m: ``leader``'s final value is below m's;
     2. ``leader`` reaches ``metric`` ≤ ``threshold`` within the budget;
-    3. no other method reaches it at an earlier or the same evaluated step (:func:`first_to_reach`).
+    3. no other method reaches it at an earlier or the same evaluated step after step 0 (:func:`first_to_reach`).
 
     A diverged run never makes a claim hold: a comparison with one fails, whichever side it is on.
+    A flagged quadrature value (:func:`value_bound`) decides a claim only in the direction its bound
+    allows (:func:`edrepro.book.claims.compare_below`; :func:`reach` and :func:`may_reach`): otherwise the
+    claim is undecided (``holds`` None), which fails an enforced page like a claim that does not hold.
     """
-    from ..book.claims import Claim
+    from ..book.claims import Claim, compare_below
 
     _checks.choice("metric", metric, METRICS)
     if leader not in results or len(results) < 2:
         raise ValueError(f"results must hold the leader {leader!r} and at least one other method, got {list(results)}")
     name, mine = METRICS_SHORT[metric], results[leader]
-    ours = final_values(mine, metric)
+    ours, our_kinds = final_values(mine, metric), final_bounds(mine, metric)
     claims = []
     for m, rs in results.items():
         if m == leader:
             continue
-        theirs = final_values(rs, metric)
+        theirs, their_kinds = final_values(rs, metric), final_bounds(rs, metric)
         measured = "; ".join(f"seed {r.spec.seed}: {final_text(a, metric)} vs {final_text(r, metric)}" for a, r in zip(mine, rs))
+        verdicts = [compare_below(a, b, ka, kb) for a, b, ka, kb in zip(ours, theirs, our_kinds, their_kinds)]
         claims.append(Claim(f"{leader.upper()}'s final {name} is below {m.upper()}'s on every seed", measured,
-                            len(ours) == len(theirs) and all(a < b < math.inf for a, b in zip(ours, theirs))))
+                            _all_of(verdicts) if len(ours) == len(theirs) else False))
+    reached = [False if r.diverged else True if reach(r, threshold, metric)[0] is not None
+               else False if may_reach(r, threshold, metric) is None else None for r in mine]
     claims.append(Claim(f"{leader.upper()} reaches {name} ≤ {threshold:g} on every seed", reach_text(mine, threshold, metric),
-                        all(not r.diverged and reach(r, threshold, metric)[0] is not None for r in mine)))
-    others = ". ".join(f"{m.upper()}: {reach_text(rs, threshold, metric)}" for m, rs in results.items() if m != leader)
+                        _all_of(reached)))
+    others = ". ".join(f"{m.upper()}: {reach_text(rs, threshold, metric, from_step=1)}" for m, rs in results.items() if m != leader)
     none_diverged = not any(r.diverged for rs in results.values() for r in rs)
     claims.append(Claim(f"no other method reaches {name} ≤ {threshold:g} at an earlier iteration than {leader.upper()}, on every seed",
-                        others, none_diverged and all(first_to_reach(results, threshold, metric, leader))))
+                        others, _all_of(first_to_reach(results, threshold, metric, leader)) if none_diverged else False))
     return claims
+
+
+def estimator_checks(truth: Mapping[str, float], leaky: Mapping[str, float], leaked: float = 0.5, tolerance: float = 0.1) -> list[Any]:
+    """Instrument checks of the two estimators of the MSE of the log-density, on energies whose answer is known.
+
+    ``truth``: :func:`evaluate` (``mse``, ``mse_grid``, ``mass_outside``) of the true energy plus a constant,
+    whose MSE is 0: both estimators must give at most 1e-6. ``leaky``: the same of a model that puts the
+    fraction ``leaked`` of its mass on a bump far outside the data's box and the rest on the true density:
+    its log-density on the data is off by log(1 − leaked), so its MSE is log(1 − leaked)². The quadrature
+    must charge that within a relative ``tolerance`` and see the leaked mass outside the box within
+    ``tolerance``; the importance-sampling estimator, whose samples never reach the bump, must miss it
+    (below ``tolerance`` times the true MSE). These check the instruments, not the paper: they are
+    shown with :func:`edrepro.book.claims.check_instruments`."""
+    from ..book.claims import InstrumentCheck
+
+    leaked = _checks.open_unit("leaked", leaked)
+    tolerance = _checks.open_unit("tolerance", tolerance)
+    for name, values in (("truth", truth), ("leaky", leaky)):
+        if not isinstance(values, Mapping) or not {"mse", "mse_grid", "mass_outside"} <= set(values):
+            raise ValueError(f"{name} must be evaluate()'s values with 'mse', 'mse_grid' and 'mass_outside', got {values!r:.80}")
+    exact = math.log1p(-leaked) ** 2
+    return [
+        InstrumentCheck("both estimators give the true energy (plus a constant) an MSE of 0, up to 1e-6",
+                        f"importance sampling {truth['mse']:.2g}, quadrature {truth['mse_grid']:.2g}",
+                        0 <= truth["mse"] <= 1e-6 and 0 <= truth["mse_grid"] <= 1e-6),
+        InstrumentCheck(f"the quadrature charges a model with {leaked:g} of its mass far from the data log(1 - {leaked:g})^2 "
+                        f"= {exact:.3f}, within {tolerance:.0%}, and sees that mass outside the box",
+                        f"MSE {leaky['mse_grid']:.3f}, mass outside the box {leaky['mass_outside']:.3f}",
+                        abs(leaky["mse_grid"] - exact) <= tolerance * exact and abs(leaky["mass_outside"] - leaked) <= tolerance),
+        InstrumentCheck("importance sampling from the data misses that mass (the reason for the second estimator)",
+                        f"MSE {leaky['mse']:.2g}", 0 <= leaky["mse"] <= tolerance * exact),
+    ]
 
 
 def conditions_summary(records: Sequence[runs.RunRecord]) -> str:

@@ -806,3 +806,75 @@ def rbm_claims(rbm_runs: Mapping[str, runs.RunRecord], cd_steps: int = 1) -> lis
               f"{cd}'s curve between two evaluations",
               f"ED {nll['ed'][-1]:.1f}, {cd} {nll['cd'][-1]:.1f} + {rises['cd']:.1f}", nll["ed"][-1] <= nll["cd"][-1] + rises["cd"]),
     ]
+
+
+MIXING_MIN_RATIO = 50.0
+"""The data chains' burn-in must be at least this many integrated autocorrelation times (:func:`mixing_checks`)."""
+START_AGREEMENT_Z = 4.0
+"""Aligned and random starts must agree to within this many standard errors (:func:`mixing_checks`)."""
+
+
+def mixing_checks(aligned: Mapping[float, IsingSample], random: Mapping[float, IsingSample], burn_in: int,
+                  min_ratio: float = MIXING_MIN_RATIO, max_z: float = START_AGREEMENT_Z) -> list[Any]:
+    """The instrument checks of the data-generating Gibbs chains, one per statement, over every σ:
+
+    - the burn-in is at least ``min_ratio`` integrated autocorrelation times of |m| and of the energy
+      (:func:`burn_in_ratio` of the aligned chains' second half);
+    - aligned and random starts agree: their equilibrium means of the energy and |m| (second half of
+      the burn-in) differ by at most ``max_z`` standard errors (:func:`start_agreement`).
+
+    They check the sampler that makes the training data, not a claim of the paper."""
+    from ..book.claims import InstrumentCheck
+
+    if set(aligned) != set(random) or not aligned:
+        raise ValueError("aligned and random must hold samples for the same, non-empty set of σ")
+    ratio = min(burn_in_ratio(mixing_summary(aligned[s], burn_in // 2), burn_in) for s in aligned)
+    worst_z = max(a.z for s in aligned for a in start_agreement(aligned[s], random[s], burn_in // 2).values())
+    return [
+        InstrumentCheck(f"the data chains mix: the burn-in is at least {min_ratio:g} integrated autocorrelation times of |m| "
+                        "and of the energy, at every σ", f"min burn-in/τ = {ratio:.0f}", ratio >= min_ratio),
+        InstrumentCheck(f"aligned and random starts agree: their equilibrium means of the energy and of |m| differ by at most "
+                        f"{max_z:g} standard errors, at every σ", f"largest difference {worst_z:.1f} s.e.", worst_z <= max_z),
+    ]
+
+
+def coupling_errors(coupling: torch.Tensor, true_coupling: torch.Tensor) -> dict[str, float]:
+    """Where a learned coupling matrix errs, against the lattice ``true_coupling``: the mean learned
+    coupling on the lattice's edges (``edge_mean``, to compare with σ), the RMS error on them
+    (``edge_rmse``) and the RMS of the entries off the lattice (``off_rms``, the truth is 0 there;
+    the diagonal excluded)."""
+    if coupling.shape != true_coupling.shape or coupling.ndim != 2 or coupling.shape[0] != coupling.shape[1]:
+        raise ValueError(f"coupling and true_coupling must be square matrices of one shape, got {tuple(coupling.shape)} "
+                         f"and {tuple(true_coupling.shape)}")
+    j, truth = coupling.detach().double().cpu(), true_coupling.detach().double().cpu()
+    edges = truth != 0
+    off = ~edges & ~torch.eye(len(truth), dtype=torch.bool)
+    if not edges.any() or not off.any():
+        raise ValueError("true_coupling must have edges and non-edges off the diagonal")
+    return {"edge_mean": float(j[edges].mean()), "edge_rmse": float((j - truth)[edges].pow(2).mean().sqrt()),
+            "off_rms": float(j[off].pow(2).mean().sqrt())}
+
+
+def w_share(coupling: torch.Tensor, spins: torch.Tensor, eps: float, m_particles: int, w: float,
+            generator: torch.Generator | None = None) -> float:
+    """How much of the stabilised average of ED-Bern the constant w makes up, for the Ising model of
+    ``coupling`` (E(s) = −sᵀJs) on configurations ``spins`` (±1): the mean over the configurations of
+
+        w / (w + Σ_j exp(E(x_i) − E(x'_ij))),
+
+    with x'_ij Bernoulli negatives of flip probability ``eps`` (y = x ⊕ ξ, x'_j = y ⊕ ξ'_j). Near 1 the
+    w term dominates every summand of the loss, and its gradient (weights exp(·)/(w + Σ exp(·))) is small."""
+    j = coupling.detach().double()
+    s = spins.detach().double()
+    if j.ndim != 2 or s.ndim != 2 or s.shape[1] != j.shape[0] or not ((s == 1) | (s == -1)).all():
+        raise ValueError(f"spins must be an (n, {j.shape[0]}) batch of ±1 for the coupling of shape {tuple(j.shape)}")
+    eps = _checks.open_unit("eps", eps)
+    m = _checks.positive_int("m_particles", m_particles)
+    w = _checks.positive("w", w)
+    n, d = s.shape
+    flip_y = torch.rand((n, 1, d), generator=generator, dtype=torch.float64) < eps
+    flip_x = torch.rand((n, m, d), generator=generator, dtype=torch.float64) < eps
+    neg = s[:, None, :] * torch.where(flip_y ^ flip_x, -1.0, 1.0)  # a spin differs when exactly one flip happens
+    energy = lambda z: -((z @ j) * z).sum(-1)
+    gap = torch.logsumexp(energy(s)[:, None] - energy(neg), dim=1)
+    return float((w / (w + gap.exp())).mean())

@@ -614,6 +614,50 @@ def run_line(record: runs.RunRecord, name: str) -> str:
             f"{spi:.3f} s per iteration, {record.outcome_text()}; trained on {where}")
 
 
+# ----------------------------------------------------------------------------- the chapter's claims
+
+RECONSTRUCTION_RATIO = 0.5
+"""A reconstruction carries information about its image when its MSE is below this fraction of the
+MSE of answering every image with the mean training image (:func:`reconstruction_claim`)."""
+
+
+def _finite_non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0 (inf for a broken model), got {value!r}")
+    return float(value)
+
+
+def reconstruction_claim(model_mse: float, mean_image_mse: float, name: str = "ED-LEBM", ratio: float = RECONSTRUCTION_RATIO) -> Any:
+    """The claim that ``name``'s reconstructions carry information about their images: their MSE per
+    pixel (:func:`edrepro.chapters.mnist_eval.reconstruction_mse`) is below ``ratio`` times that of the mean
+    training image (:func:`edrepro.chapters.mnist_eval.mean_image_mse`). A model that ignores the image fails it."""
+    from ..book.claims import Claim
+
+    model_mse, mean_image_mse = _finite_non_negative("model_mse", model_mse), _finite_non_negative("mean_image_mse", mean_image_mse)
+    if not 0 < ratio < 1 or mean_image_mse == 0:
+        raise ValueError(f"ratio must lie in (0, 1) and mean_image_mse be positive, got {ratio!r} and {mean_image_mse!r}")
+    return Claim(f"{name}'s reconstruction MSE is below {ratio:g} times that of the mean training image",
+                 f"{model_mse:.4f} vs {mean_image_mse:.4f} (ratio {model_mse / mean_image_mse:.2f})",
+                 model_mse < ratio * mean_image_mse)
+
+
+def prior_fid_claim(fid_gaussian: float, fid_prior: float, fid_real: float, name: str = "ED") -> Any:
+    """The claim that the learned prior improves its generator's samples by more than the FID can
+    resolve: decoding latents of the prior lowers the FID against decoding N(0, I) latents by more than
+    the FID of real images of the same sample size (``fid_real``, the distance of the right
+    distribution, chance alone). A prior no better than N(0, I) fails it."""
+    from ..book.claims import Claim
+
+    for label, value in (("fid_gaussian", fid_gaussian), ("fid_prior", fid_prior), ("fid_real", fid_real)):
+        _finite_non_negative(label, value)
+    gain = fid_gaussian - fid_prior
+    gap = fid_gaussian - fid_real
+    closed = f" ({100 * gain / gap:.0f} % of the gap to real data closed)" if math.isfinite(gain) and gap > 0 else ""
+    return Claim(f"the {name}-trained prior lowers its generator's FID (vs N(0, I) latents) by more than the FID of real data",
+                 f"{fid_gaussian:.1f} → {fid_prior:.1f}, lowered by {gain:.1f}; FID of real data {fid_real:.1f}{closed}",
+                 math.isfinite(gain) and gain > fid_real)
+
+
 # ----------------------------------------------------------------------------- the chapter's parameters and command line
 
 # Chapter parameter → LEBMConfig field (parameters not listed keep the authors' value).

@@ -274,3 +274,20 @@ def classifier_line(record: runs.RunRecord) -> str:
     how = "loaded from the cache" if record.cached else "trained"
     return (f"{settings.describe()}: test accuracy {100 * record.info['test_accuracy']:.2f} % "
             f"({how}; {record.train_seconds:.0f} s of training)")
+
+
+CLASSIFIER_ACCURACY = 0.98
+"""The test accuracy the feature classifier must reach for its features to be trusted (:func:`classifier_check`)."""
+
+
+def classifier_check(accuracy: float, threshold: float = CLASSIFIER_ACCURACY) -> Any:
+    """The instrument check that the FID's feature classifier reads the test digits reliably: its
+    test ``accuracy`` is at least ``threshold``. A check of the measuring instrument, not a claim
+    about the models it measures."""
+    from ..book.claims import InstrumentCheck
+
+    for name, value in (("accuracy", accuracy), ("threshold", threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return InstrumentCheck(f"the feature classifier reads ≥ {100 * threshold:g} % of the test digits",
+                           f"{100 * accuracy:.2f} %", accuracy >= threshold)

@@ -21,8 +21,8 @@ limits, which never go in the tests.
 The performance chapter uses :func:`loss_timings` (every loss, the three restatements and the
 *bare step* of :func:`forward_backward_loss`, interleaved in one call) summarised by
 :func:`loss_table` and :func:`bound_ratio`; :func:`ed_scaling` and :func:`affine_fit` for the
-cost of an ED step as M and d grow; and :func:`page_specs` / :func:`time_to_threshold` for the
-density-estimation runs it reads (it trains none of its own).
+cost of an ED step as M and d grow; :func:`page_specs` / :func:`time_to_threshold` for the
+density-estimation runs it reads (it trains none of its own); and :func:`page_claims` for its claims.
 """
 
 from __future__ import annotations
@@ -649,3 +649,37 @@ def reach_markdown(rows: Sequence[Mapping[str, Any]], threshold: float, labels: 
             f"| {r['ms_per_step']:.2f} | {'; '.join(sorted(set(r['outcomes'])))} | {threads} thread(s), {load} |"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the performance chapter's claims
+
+
+def sm_speed_up_claim(ms: Mapping[str, Sequence[float]], target: float | None = None):
+    """Claim: our exact score-matching step is at least ``target`` (default :data:`CLAIMED_SPEED_UP`\\ ["sm"])
+    times faster than the restated authors' formulation, as the median over paired repeats of
+    :func:`loss_timings` (:func:`speed_ratio`). Fails when the two timings are swapped."""
+    from ..book.claims import Claim
+
+    _check_timings(ms, ("sm", AUTHORS_PREFIX + "sm"))
+    target = CLAIMED_SPEED_UP["sm"] if target is None else _checks.positive("target", target)
+    r = speed_ratio(ms[AUTHORS_PREFIX + "sm"], ms["sm"])
+    return Claim(f"our exact SM step is at least {target:g}× faster than the authors' formulation (median over paired repeats)",
+                 _spread(r), r.median >= target)
+
+
+def ed_overhead_claim(ms: Mapping[str, Sequence[float]], limit: float = ED_OVER_BARE_LIMIT):
+    """Claim: around the network our ED loss adds little: its step costs at most ``limit`` times the bare
+    step (:func:`forward_backward_loss` on the same B(M+1) points), median over paired repeats. Fails for an
+    ED step that does much more than the network's forward and backward pass (e.g. timings twice as long)."""
+    from ..book.claims import Claim
+
+    _check_timings(ms, ("ed", BARE))
+    limit = _checks.positive("limit", limit)
+    r = speed_ratio(ms["ed"], ms[BARE])
+    return Claim(f"around the network our ED loss adds little: its step costs at most {limit:g}× the bare step "
+                 "(the forward and backward pass on the same points)", f"ours / bare {_spread(r)}", r.median <= limit)
+
+
+def page_claims(ms: Mapping[str, Sequence[float]]) -> list[Any]:
+    """The performance page's claims on :func:`loss_timings`: :func:`sm_speed_up_claim` and :func:`ed_overhead_claim`."""
+    return [sm_speed_up_claim(ms), ed_overhead_claim(ms)]

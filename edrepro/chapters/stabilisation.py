@@ -10,12 +10,15 @@ network :func:`edrepro.nets.tiny_silu_net`; the stabilised energy-discrepancy lo
 - :func:`quadratic_study` — the same loss in the one-parameter family E_a(x) = a·x²/2, whose
   optimum a*(w) is computed to any precision: it predicts how steep the learned energy is for
   each w (a* = 1 for w = 1) and shows that for w = 0 the loss is unbounded below.
+- :func:`page_claims` — the chapter's claims (:func:`optimum_claim`, :func:`steepness_claim`,
+  :func:`best_w_claim`, :func:`worst_w_claim`), each a :class:`edrepro.book.claims.Claim` that the tests
+  make fail on a counterfactual input (data of another variance, runs that ignore w, swapped w).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -238,3 +241,91 @@ def quadratic_study(
     y = x + s * torch.randn((n, 1), generator=generator, dtype=_DTYPE)
     neg = y + s * torch.randn((n, m, 1), generator=generator, dtype=_DTYPE)[:, :, 0]
     return QuadraticStudy(d=0.5 * (x**2 - neg**2))
+
+
+# ------------------------------------------------------------------------------------------
+# The claims of the w-stabilisation chapter (notebooks/w_stabilisation.md)
+# ------------------------------------------------------------------------------------------
+
+
+def _claim(statement: str, measured: str, holds: bool):
+    from ..book.claims import Claim
+
+    return Claim(statement, measured, bool(holds))
+
+
+def _energies(energies: Mapping[float, LearnedEnergy]) -> dict[float, LearnedEnergy]:
+    if not isinstance(energies, Mapping) or not energies or not all(isinstance(e, LearnedEnergy) for e in energies.values()):
+        raise ValueError("energies must map each w to its LearnedEnergy (stabilisation.learned_energy)")
+    return {_checks.non_negative("w", w): e for w, e in energies.items()}
+
+
+def optimum_claim(theory: QuadraticStudy, n_se: float = 4.0):
+    """Claim: in the one-parameter family E_a = a·x²/2 the stabilised loss with w = 1 has its optimum at
+    the true energy, a* = 1, within ``n_se`` Monte Carlo standard errors (:meth:`QuadraticStudy.optimum_stderr`).
+    ``theory`` must hold draws of data from N(0, 1); data of another variance (truth a ≠ 1) make it fail."""
+    n_se = _checks.positive("n_se", n_se)
+    a = theory.optimum(1.0)
+    se = theory.optimum_stderr(1.0, a)
+    z = (a - 1.0) / se if math.isfinite(se) and se > 0 else math.inf
+    return _claim(f"the one-parameter optimum for w = 1 is the true energy, a* = 1, within {n_se:g} Monte Carlo standard errors",
+                  f"{a:.4f} ± {se:.4f} ({z:+.2f} s.e.)", abs(z) <= n_se)
+
+
+def steepness_claim(energies: Mapping[float, LearnedEnergy], optimum: Mapping[float, float] | None = None):
+    """Claim: over the stabilised runs (w > 0) the learned energy at ±inner (mean of E(−inner) and
+    E(inner) after the shift) decreases strictly as w grows, as the one-parameter optimum 2a*(w) does
+    (``optimum``: {w: a*(w)}, shown beside). w = 0 is left out: its run may have run away, and then its
+    energy at ±inner is large whatever w does. Fails for runs that do not depend on w, or with the w swapped."""
+    energies = _energies(energies)
+    ws = sorted(w for w in energies if w > 0)
+    if len(ws) < 2:
+        raise ValueError(f"steepness_claim needs at least two runs with w > 0, got w = {sorted(energies)}")
+    mid = [energies[w].mean_at_inner for w in ws]
+    inner = energies[ws[0]].inner
+    measured = " > ".join(f"{v:.3g}" for v in mid)
+    if optimum is not None:
+        measured += " (predicted " + " > ".join(f"{2 * optimum[w]:.3g}" for w in ws) + ")"
+    return _claim(f"the energy at ±{inner:g} decreases as w grows over the stabilised w {{{', '.join(f'{w:g}' for w in ws)}}}, as 2a*(w) does",
+                  measured, all(a > b for a, b in zip(mid, mid[1:])))
+
+
+def _rmse_text(energies: Mapping[float, LearnedEnergy]) -> str:
+    return ", ".join(f"w = {w:g}: {e.rmse:.3g}" for w, e in energies.items())
+
+
+def best_w_claim(energies: Mapping[float, LearnedEnergy], w_best: float = 1.0):
+    """Claim: the run with w = ``w_best`` recovers x²/2 best: its RMSE on [−inner, inner] is strictly
+    the smallest of all runs. Fails with the runs' w swapped, or for runs that do not depend on w (a tie)."""
+    energies = _energies(energies)
+    if w_best not in energies or len(energies) < 2:
+        raise ValueError(f"energies must hold w = {w_best:g} and at least one other w, got {sorted(energies)}")
+    mine = energies[w_best].rmse
+    return _claim(f"w = {w_best:g} recovers x^2/2 best: the smallest RMSE on [-{energies[w_best].inner:g}, {energies[w_best].inner:g}] of all w",
+                  _rmse_text(energies), all(mine < e.rmse for w, e in energies.items() if w != w_best))
+
+
+def worst_w_claim(energies: Mapping[float, LearnedEnergy]):
+    """Claim: the unstabilised run (w = 0) fails worst: its RMSE on [−inner, inner] is strictly the
+    largest of all runs. Fails with the runs' w swapped, or for runs that do not depend on w (a tie)."""
+    energies = _energies(energies)
+    if 0.0 not in energies or len(energies) < 2:
+        raise ValueError(f"energies must hold w = 0 and at least one other w, got {sorted(energies)}")
+    mine = energies[0.0].rmse
+    return _claim(f"w = 0 fails worst: the largest RMSE on [-{energies[0.0].inner:g}, {energies[0.0].inner:g}] of all w",
+                  _rmse_text(energies), all(mine > e.rmse for w, e in energies.items() if w != 0.0))
+
+
+def page_claims(theory: QuadraticStudy, energies: Mapping[float, LearnedEnergy], optimum: Mapping[float, float] | None = None,
+                n_se: float = 4.0) -> list:
+    """The page's claims: :func:`optimum_claim`; and, where the runs allow them, :func:`steepness_claim`
+    (two or more w > 0), :func:`best_w_claim` (w = 1 and another w) and :func:`worst_w_claim` (w = 0 and another w)."""
+    energies = _energies(energies)
+    claims = [optimum_claim(theory, n_se)]
+    if sum(w > 0 for w in energies) >= 2:
+        claims.append(steepness_claim(energies, optimum))
+    if 1.0 in energies and len(energies) > 1:
+        claims.append(best_w_claim(energies))
+    if 0.0 in energies and len(energies) > 1:
+        claims.append(worst_w_claim(energies))
+    return claims
