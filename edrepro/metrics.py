@@ -242,6 +242,8 @@ class RegionMSE:
     mass_in_edge_band: float
     #: False: log Z is a lower bound and the MSE uncertain (in either direction)
     exact: bool = False
+    #: min over constants c of (1/n) Σᵢ (aᵢ − c)², the variance of aᵢ: a lower bound of the MSE whatever log Z is
+    floor: float = math.nan
 
 
 def _default_region(box: tuple[float, float]) -> tuple[float, float]:
@@ -518,7 +520,11 @@ def region_mse_log_density(
     sees the model where the data are: a model q = ½p + ½r with r far from the data gets
     MSE ≈ 0 there, but (log 2)² here. This version is 0 for E = −log p + c (any constant c)
     up to the quadrature's error, provided the quadrature holds the mass (``exact``; if not, log Z
-    is a lower bound and the MSE uncertain). ``box`` defaults to ``dataset.bounds``; the dimension is
+    is a lower bound and the MSE uncertain). Whatever log Z is, the MSE is at least
+
+        floor = min_c (1/n) Σᵢ (aᵢ − c)² = (1/n) Σᵢ (aᵢ − ā)²,
+
+    the variance of the aᵢ: the error no normalising constant can remove, returned as ``floor``. ``box`` defaults to ``dataset.bounds``; the dimension is
     the data's. inf if some aᵢ is not finite. Draws the same points as :func:`mse_log_density` for the
     same generator state. A ``quadrature`` of the same energy (:func:`region_log_normaliser`) is used
     instead of computing one.
@@ -535,8 +541,10 @@ def region_mse_log_density(
     log_p = dataset.log_prob(x).double().cpu()  # type: ignore[attr-defined]
     e = _energies(energy, _to_energy(energy, x)).double().cpu()
     a = -e - log_p
-    mse = float(((a - q.log_z) ** 2).mean()) if torch.isfinite(a).all() and math.isfinite(q.log_z) else math.inf
-    return RegionMSE(mse, q.log_z, q.mass_outside_box, q.mass_in_edge_band, q.exact)
+    finite = bool(torch.isfinite(a).all())
+    mse = float(((a - q.log_z) ** 2).mean()) if finite and math.isfinite(q.log_z) else math.inf
+    floor = float(((a - a.mean()) ** 2).mean()) if finite else math.inf
+    return RegionMSE(mse, q.log_z, q.mass_outside_box, q.mass_in_edge_band, q.exact, floor)
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -453,3 +453,21 @@ def test_estimator_checks_pass_on_known_answers_and_fail_swapped():
     assert density.estimator_checks(truth, {**leak, "mse_grid": leak["mse"]})[1].passes is False
     with pytest.raises(ValueError, match="truth must be"):
         density.estimator_checks({"mse": 0.0}, leak)
+
+
+def test_a_flagged_quadrature_mse_compares_through_its_floor():
+    from edrepro.book import runs as runs_module
+
+    def record(method, mse_grid, floor, edge):
+        spec = density.spec(method, n_steps=10, eval_every=10, eval_samples=100)
+        curves = {"step": [0, 10], "seconds": [0.0, 1.0], "mse": [1.0, 0.5], "mse_grid": [1.0, mse_grid],
+                  "mse_grid_floor": [1.0, floor], "edge_mass": [0.0, edge], "mass_outside": [0.0, 0.0]}
+        return runs_module.RunRecord(spec=spec, status="finished", curves=curves, series={}, steps=10, train_seconds=1.0)
+
+    ed = record("ed", 0.05, 0.04, 0.0)
+    cd_far = record("cd", 0.01, 3.0, 1.0)   # flagged; its floor 3.0 shows it is worse than ED's 0.05
+    cd_close = record("cd", 0.01, 0.02, 1.0)  # flagged; its floor 0.02 cannot show ED is better
+    decided = density.comparison_claims({"ed": [ed], "cd": [cd_far]}, threshold=0.1, metric="mse_grid")[0]
+    open_ = density.comparison_claims({"ed": [ed], "cd": [cd_close]}, threshold=0.1, metric="mse_grid")[0]
+    assert decided.holds is True and open_.holds is None
+    assert "whatever log Z is" in density.final_text(cd_far, "mse_grid")

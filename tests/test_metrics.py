@@ -411,3 +411,14 @@ def test_region_bad_inputs():
         metrics.region_nll(quad, x, max_growth=-2)
     with pytest.raises(ValueError, match="max_growth"):
         metrics.region_mse_log_density(quad, toy.get("25gaussians"), n=10, max_growth=5)
+
+
+def test_the_mse_floor_is_a_lower_bound_whatever_log_z_is():
+    # A model with half its mass far outside every region: the floor still bounds the true MSE from below.
+    ds = toy.get("25gaussians")
+    gen = torch.Generator().manual_seed(0)
+    tilted = lambda x: -ds.log_prob(x) + 0.3 * x[:, 0]  # noqa: E731  (a wrong model: the floor is positive)
+    small = metrics.region_mse_log_density(tilted, ds, 2000, gen, max_growth=1)
+    assert 0 < small.floor <= small.mse + 1e-12
+    exact = metrics.region_mse_log_density(lambda x: -ds.log_prob(x) + 7.0, ds, 2000, torch.Generator().manual_seed(0))
+    assert exact.floor < 1e-12 and exact.mse < 1e-6  # the true density up to a constant: no error at all

@@ -301,3 +301,22 @@ def test_w_share_and_coupling_errors():
     assert errors == {"edge_mean": pytest.approx(0.15), "edge_rmse": pytest.approx(0.15), "off_rms": 0.0}
     with pytest.raises(ValueError, match="±1"):
         discrete.w_share(truth, torch.zeros(5, 16), 0.1, 8, 1.0)
+
+
+# ------------------------------------------------------------------ the pages call the functions above
+
+
+@pytest.mark.parametrize("name, functions", [
+    ("density_ablations", ["ablation.stabilisation_claim", "ablation.flatness_claim", "ablation.loss_bound_check"]),
+    ("density_benchmark", ["benchmark.stability_claim", "benchmark.top_k_claim", "benchmark.nll_kinds"]),
+    ("edlebm_mnist", ["lebm.reconstruction_claim", "lebm.prior_fid_claim", "mnist_eval.classifier_check"]),
+    ("discrete_ed", ["discrete.learning_claim", "discrete.ising_claims", "discrete.rbm_claims", "discrete.mixing_checks"]),
+])
+def test_the_pages_assert_only_claims_computed_by_the_package(name, functions):
+    import jupytext
+
+    from .conftest import ROOT
+
+    code = "\n".join(c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.md").cells if c.cell_type == "code")
+    assert "Claim(" not in code and "InstrumentCheck(" not in code, f"{name} builds a claim inline"
+    assert all(f in code for f in functions)

@@ -185,7 +185,8 @@ def test_a_worker_whose_own_cache_holds_the_run_still_delivers_it(tmp_path, monk
     assert summary.loaded == [spec] and not summary.failed
 
 
-def test_an_unreachable_scheduler_fails_in_one_line(capsys):
+def test_an_unreachable_scheduler_fails_in_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDREPRO_RUNS", str(tmp_path))  # an empty cache: the sweep has runs to send
     assert runs.SCHEDULER_TIMEOUT < 10
     start = time.perf_counter()
     code = cli_main(["sweep", "density_estimation", "--profile", "smoke", "--scheduler", "tcp://127.0.0.1:1"])

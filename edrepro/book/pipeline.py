@@ -491,7 +491,8 @@ def summary_table(records: list[RunRecord]) -> str:
 
 
 def stage_book(root: Path, profile: str, build_dir: Path) -> Path:
-    """Assemble the book's source folder: prose and TOC from ``book/`` plus the executed notebooks."""
+    """Assemble the book's source folder: prose and TOC from ``book/`` plus the executed notebooks
+    (and, beside it, the package's source, which pages include)."""
     src = build_dir / "src"
     shutil.rmtree(src, ignore_errors=True)
     # copy2 keeps modification times so that Sphinx rebuilds only pages that changed.
@@ -501,6 +502,11 @@ def stage_book(root: Path, profile: str, build_dir: Path) -> Path:
         if not executed.is_file():
             raise FileNotFoundError(f"notebook {name!r} has not been executed under profile {profile!r} ({executed})")
         shutil.copy2(executed, src / f"{name}.ipynb")
+    # Pages include the package's source with ``literalinclude ../edrepro/...``, a path relative to
+    # notebooks/ in the checkout: the same path from src/ needs the package beside it.
+    package = build_dir / "edrepro"
+    shutil.rmtree(package, ignore_errors=True)
+    shutil.copytree(root / "edrepro", package, copy_function=shutil.copy2, ignore=shutil.ignore_patterns("__pycache__", "bundled"))
     return src
 
 

@@ -163,7 +163,9 @@ def evaluate(
     each on its own ``n`` points drawn from ``generator``. The quadrature metrics share one
     :func:`edrepro.metrics.region_log_normaliser` (``grid``² cells on the data box, a coarser grid
     out to four times its size, grown beyond as needed) and add ``mass_outside`` and ``edge_mass`` (1 when the
-    quadrature is not exact, so that the NLL is marked a lower bound wherever ``edge_mass`` is checked)."""
+    quadrature is not exact, so that the NLL is marked a lower bound wherever ``edge_mass`` is checked);
+    ``mse_grid`` comes with ``mse_grid_floor``, its lower bound whatever log Z is
+    (:attr:`edrepro.metrics.RegionMSE.floor`), which decides comparisons when the region is too small."""
     data = toy.get(dataset)
     quad = None
     if {"mse_grid", "nll"} & set(names):
@@ -173,7 +175,8 @@ def evaluate(
         if name == "mse":
             out["mse"] = metrics.mse_log_density(energy, data, n=n, generator=generator)
         elif name == "mse_grid":
-            out["mse_grid"] = metrics.region_mse_log_density(energy, data, n, generator, quadrature=quad).mse
+            result = metrics.region_mse_log_density(energy, data, n, generator, quadrature=quad)
+            out["mse_grid"], out["mse_grid_floor"] = result.mse, result.floor
         else:
             out["nll"] = metrics.region_nll(energy, data.sample(n, generator), data.bounds, quadrature=quad).nll
     if quad is not None:
@@ -338,6 +341,22 @@ def value_bound(record: runs.RunRecord, metric: str = "mse", index: int = -1) ->
     return "exact" if held else "lower" if metric == "nll" else "unknown"
 
 
+FLOORS = {"mse_grid": "mse_grid_floor"}
+"""Quadrature metric → the recorded lower bound of it that holds whatever log Z is."""
+
+
+def bounded_value(record: runs.RunRecord, metric: str = "mse", index: int = -1) -> tuple[float, str]:
+    """``(value, kind)`` of ``metric`` at evaluation ``index`` as :func:`edrepro.book.claims.compare_below`
+    takes it: the recorded value when it is exact or a lower bound (:func:`value_bound`); for a flagged
+    quadrature MSE, its floor (:data:`FLOORS`) as a ``"lower"`` bound when recorded, else the value as
+    ``"unknown"``."""
+    value, kind = float(record.curve(metric)[index]), value_bound(record, metric, index)
+    floor = FLOORS.get(metric)
+    if kind == "unknown" and floor in record.curves and len(record.curves[floor]) == len(record.curve(metric)):
+        return float(record.curves[floor][index]), "lower"
+    return value, kind
+
+
 def _shown_below(value: float, kind: str, threshold: float) -> bool:
     """Whether ``value`` of this ``kind`` shows the quantity ≤ ``threshold``."""
     return value <= threshold and kind in ("exact", "upper")
@@ -359,8 +378,9 @@ def reach(
     the value must be shown ≤ ``threshold`` at every later evaluation too. Evaluations before ``from_step``
     are left out."""
     values = record.curve(metric)
-    shown = [v if s >= from_step and _shown_below(v, value_bound(record, metric, i), threshold) else math.nan
-             for i, (s, v) in enumerate(zip(record.step_curve, values))]
+    bounded = [bounded_value(record, metric, i) for i in range(len(values))]
+    shown = [v if s >= from_step and _shown_below(v, kind, threshold) else math.nan
+             for s, (v, kind) in zip(record.step_curve, bounded)]
     i = first_reaching(list(range(len(values))), shown, threshold, sustained)
     return (None, None) if i is None else (record.step_curve[int(i)], record.seconds_curve[int(i)])
 
@@ -370,9 +390,8 @@ def may_reach(record: runs.RunRecord, threshold: float, metric: str = "mse", *, 
     at or under it, a lower bound at or under it, or a flagged value that is no bound (:func:`value_bound`);
     None when every evaluation shows the quantity above the threshold. Equal to :func:`reach`'s step when
     no evaluation is flagged. Evaluations before ``from_step`` are left out."""
-    values = record.curve(metric)
-    for i, (s, v) in enumerate(zip(record.step_curve, values)):
-        if s >= from_step and _maybe_below(float(v), value_bound(record, metric, i), threshold):
+    for i, s in enumerate(record.step_curve):
+        if s >= from_step and _maybe_below(*bounded_value(record, metric, i), threshold):
             return s
     return None
 
@@ -582,7 +601,7 @@ def final_values(records: Sequence[runs.RunRecord], metric: str = "mse") -> list
     says which, and a comparison must go through :func:`edrepro.book.claims.compare_below` with it."""
     out = []
     for r in records:
-        value = float(r.final(metric))
+        value = bounded_value(r, metric, -1)[0]
         out.append(math.inf if r.diverged or not math.isfinite(value) else value)
     return out
 
@@ -590,7 +609,7 @@ def final_values(records: Sequence[runs.RunRecord], metric: str = "mse") -> list
 def final_bounds(records: Sequence[runs.RunRecord], metric: str = "mse") -> list[str]:
     """For each value of :func:`final_values`: ``"exact"``, ``"lower"`` or ``"unknown"`` (:func:`value_bound`
     at the last evaluation; a diverged run's +inf is ``"exact"``: it decides nothing in its favour)."""
-    return ["exact" if r.diverged else value_bound(r, metric, -1) for r in records]
+    return ["exact" if r.diverged else bounded_value(r, metric, -1)[1] for r in records]
 
 
 def final_mean_text(records: Sequence[runs.RunRecord], metric: str = "mse") -> str:
@@ -612,7 +631,9 @@ def final_text(record: runs.RunRecord, metric: str = "mse") -> str:
     if record.diverged:
         return record.outcome_text()
     text = f"{float(record.final(metric)):.3g}"
-    kind = value_bound(record, metric, -1)
+    value, kind = bounded_value(record, metric, -1)
+    if kind == "lower" and metric in FLOORS:
+        return f"{text}, ≥ {value:.3g} whatever log Z is (region too small)"
     if kind == "lower":
         return f"≥ {text} (region too small: a lower bound)"
     if kind == "unknown":

@@ -831,10 +831,10 @@ def mixing_checks(aligned: Mapping[float, IsingSample], random: Mapping[float, I
     ratio = min(burn_in_ratio(mixing_summary(aligned[s], burn_in // 2), burn_in) for s in aligned)
     worst_z = max(a.z for s in aligned for a in start_agreement(aligned[s], random[s], burn_in // 2).values())
     return [
-        InstrumentCheck(f"the data chains mix: the burn-in is at least {min_ratio:g} integrated autocorrelation times of |m| "
-                        "and of the energy, at every σ", f"min burn-in/τ = {ratio:.0f}", ratio >= min_ratio),
-        InstrumentCheck(f"aligned and random starts agree: their equilibrium means of the energy and of |m| differ by at most "
-                        f"{max_z:g} standard errors, at every σ", f"largest difference {worst_z:.1f} s.e.", worst_z <= max_z),
+        InstrumentCheck(f"the data chains mix: the burn-in is at least {min_ratio:g} integrated autocorrelation times of the "
+                        "absolute magnetisation and of the energy, at every σ", f"min burn-in/τ = {ratio:.0f}", ratio >= min_ratio),
+        InstrumentCheck("aligned and random starts agree: their equilibrium means of the energy and of the absolute magnetisation "
+                        f"differ by at most {max_z:g} standard errors, at every σ", f"largest difference {worst_z:.1f} s.e.", worst_z <= max_z),
     ]
 
 
