@@ -32,7 +32,9 @@ def test_page_specs_cover_every_pair_with_nll_everywhere_and_mse_where_exact():
 @pytest.mark.parametrize("dataset", ["25gaussians", "moons"])
 def test_run_records_its_metrics(dataset, tmp_path):
     r = density.run("ed", dataset, seed=1, metrics=benchmark.run_metrics(dataset), root=tmp_path, progress=False, **TINY)
-    assert r.step_curve == [0, 10, 20] and set(r.curves) == {"step", "seconds", "mass_outside", "edge_mass", *benchmark.run_metrics(dataset)}
+    recorded = benchmark.run_metrics(dataset)
+    floors = {density.FLOORS[m] for m in recorded if m in density.FLOORS}  # a quadrature MSE comes with its floor
+    assert r.step_curve == [0, 10, 20] and set(r.curves) == {"step", "seconds", "mass_outside", "edge_mass", *recorded, *floors}
     assert all(math.isfinite(v) for name in benchmark.run_metrics(dataset) for v in r.curve(name))
     assert r.seconds_curve[0] == 0.0 and r.status == "finished" and not r.cached
 
@@ -223,7 +225,7 @@ def test_gaussian_fit_energy_scores_its_closed_form_cross_entropy():
     expected = 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * np.cov(x.numpy().T)))
     assert out["nll"] == pytest.approx(expected, abs=0.02)
     assert out["edge_mass"] < 1e-9 and 0 < out["mass_outside"] < 0.2
-    assert set(out) == {"nll", "mse", "mse_grid", "mass_outside", "edge_mass"}
+    assert set(out) == {"nll", "mse", "mse_grid", "mse_grid_floor", "mass_outside", "edge_mass"}
     with pytest.raises(ValueError, match="dataset"):
         benchmark.gaussian_fit_energy("nope")
 

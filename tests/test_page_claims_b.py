@@ -25,10 +25,12 @@ TOL = metrics.EDGE_BAND_TOLERANCE
 
 
 def _cell(w: float, m: int = 1, mse: float = 0.1, grid: float | None = None, edge: float = 0.0, diverged_at: int | None = None,
-          losses_: list[float] | None = None) -> runs.RunRecord:
+          losses_: list[float] | None = None, floor: float | None = None) -> runs.RunRecord:
     spec = density.spec("ed", n_steps=10, hparams={"t": 1.0, "m_particles": m, "w": w}, metrics=["mse", "mse_grid"])
     curves = {"step": [0, 10], "seconds": [0.0, 1.0], "mse": [3.0, mse], "mse_grid": [3.0, mse if grid is None else grid],
               "mass_outside": [0.0, 0.0], "edge_mass": [0.0, edge]}
+    if floor is not None:
+        curves["mse_grid_floor"] = [1.0, floor]
     series = {"loss": losses_ if losses_ is not None else [1.0, 0.5]}
     status = "diverged" if diverged_at is not None else "finished"
     return runs.RunRecord(spec, status, curves, series, 10, 1.0, diverged_at=diverged_at, nonfinite="loss" if diverged_at else None)
@@ -45,12 +47,16 @@ def test_stabilisation_claim_holds_only_when_w0_is_far_worse(metric):
     assert ablation.stabilisation_claim(_cell(0.0, diverged_at=7), _cell(0.05, diverged_at=3), metric, 2.0).holds is False
 
 
-def test_stabilisation_claim_is_undecided_on_a_quadrature_mse_whose_region_leaked():
+def test_stabilisation_claim_lets_a_leaked_quadrature_mse_decide_only_through_its_floor():
     leaky = _cell(0.0, mse=0.5, edge=0.5)  # the quadrature did not hold this model's mass: its mse_grid is off either way
-    assert ablation.mse_bound(leaky, "mse_grid") == "unknown" and ablation.mse_bound(leaky, "mse") == "exact"
     claim = ablation.stabilisation_claim(leaky, _cell(0.05, mse=0.1), "mse_grid", 2.0)
-    assert claim.holds is None and "not decidable" in claim.measured
+    assert claim.holds is None and "w = 0 0.5 (no bound)" in claim.measured
     assert ablation.stabilisation_claim(leaky, _cell(0.05, mse=0.1), "mse", 2.0).holds is True  # the authors' estimator is no bound
+    # the floor, a lower bound whatever log Z is: large enough, it shows w = 0 far worse; small, it decides nothing
+    assert ablation.stabilisation_claim(_cell(0.0, mse=0.5, edge=0.5, floor=0.3), _cell(0.05, mse=0.1), "mse_grid", 2.0).holds is True
+    assert ablation.stabilisation_claim(_cell(0.0, mse=0.5, edge=0.5, floor=0.1), _cell(0.05, mse=0.1), "mse_grid", 2.0).holds is None
+    # the w > 0 run's floor already shows it no better than half of w = 0's error: the claim fails
+    assert ablation.stabilisation_claim(_cell(0.0, mse=0.5), _cell(0.05, mse=0.1, edge=0.5, floor=0.3), "mse_grid", 2.0).holds is False
     with pytest.raises(ValueError, match="far_worse"):
         ablation.stabilisation_claim(leaky, _cell(0.05), "mse", 1.0)
 
@@ -320,3 +326,8 @@ def test_the_pages_assert_only_claims_computed_by_the_package(name, functions):
     code = "\n".join(c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.md").cells if c.cell_type == "code")
     assert "Claim(" not in code and "InstrumentCheck(" not in code, f"{name} builds a claim inline"
     assert all(f in code for f in functions)
+
+
+def test_a_heatmap_cell_says_when_its_quadrature_did_not_hold_the_mass():
+    assert ablation.annotation(_cell(0.05, mse=0.1, grid=0.2), ["mse", "mse_grid"]) == "MSE 0.1\nMSE quad. 0.2"
+    assert ablation.annotation(_cell(0.05, mse=0.1, grid=0.2, edge=1.0), ["mse", "mse_grid"]).endswith("(quadrature did not hold the mass)")

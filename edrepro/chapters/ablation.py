@@ -139,14 +139,18 @@ def effective_mse(record: runs.RunRecord, metric: str = "mse") -> float:
 
 def annotation(record: runs.RunRecord, metrics: Sequence[str] = ("mse",)) -> str:
     """The text of a heatmap cell: ``"MSE 0.123"`` (one line per metric of ``metrics``), or
-    ``"diverged at step k (loss)"``."""
+    ``"diverged at step k (loss)"``; a quadrature MSE whose region did not hold the model's mass (final
+    ``edge_mass`` above :data:`edrepro.metrics.EDGE_BAND_TOLERANCE`) says so."""
     if record.diverged:
         return record.outcome_text()
     lines = []
+    edge = record.curves.get("edge_mass")
+    unheld = bool(edge) and not edge[-1] <= density.metrics.EDGE_BAND_TOLERANCE  # (``metrics`` is the argument here)
     for metric in metrics:
         _checks.choice("metric", metric, SHORT)
         value = float(record.final(metric))
-        lines.append(f"{SHORT[metric]} {value:.3g}" if math.isfinite(value) else f"{SHORT[metric]} not finite")
+        mark = " (quadrature did not hold the mass)" if metric == "mse_grid" and unheld else ""
+        lines.append((f"{SHORT[metric]} {value:.3g}" if math.isfinite(value) else f"{SHORT[metric]} not finite") + mark)
     return "\n".join(lines)
 
 
@@ -185,41 +189,32 @@ def flatness(record: runs.RunRecord, bounds: tuple[float, float] = FLATNESS_BOUN
     return energy_range(density.energy(record), bounds, n)
 
 
-def mse_bound(record: runs.RunRecord, metric: str) -> str:
-    """What the final ``metric`` of a run is, for :func:`edrepro.book.claims.compare_below`: ``"exact"``
-    (an estimate, not a bound), or ``"unknown"`` for the quadrature MSE (``"mse_grid"``) of a run whose
-    quadrature did not hold the model's mass (final ``edge_mass`` above
-    :data:`edrepro.metrics.EDGE_BAND_TOLERANCE`, or not recorded): its log Z is then too small and the
-    MSE off in either direction."""
-    _checks.choice("metric", metric, SHORT)
-    if metric != "mse_grid":
-        return "exact"
-    edge = record.curves.get("edge_mass")
-    return "exact" if edge and edge[-1] <= metrics.EDGE_BAND_TOLERANCE else "unknown"
-
-
 def stabilisation_claim(zero: runs.RunRecord, small: runs.RunRecord, metric: str, far_worse: float, label: str = "") -> Claim:
     """The claim that the unstabilised run ``zero`` (w = 0) is far worse than the stabilised ``small``
     on ``metric``: its final error at least ``far_worse`` times larger, or it diverged.
 
     A diverged ``small`` run makes it fail; a diverged ``zero`` run (and a finite ``small``) makes it
-    hold; otherwise the two errors are compared with :func:`edrepro.book.claims.compare_below`, each
-    marked by :func:`mse_bound`, so that a quadrature MSE the region could not hold leaves it undecided.
+    hold; otherwise the two final errors, as :func:`edrepro.chapters.density.bounded_value` gives them
+    (a quadrature MSE whose region did not hold the mass is only its floor, a lower bound, or no bound
+    at all), are compared with :func:`edrepro.book.claims.compare_below`, which leaves the claim
+    undecided where the bounds cannot decide it.
     """
     _checks.choice("metric", metric, SHORT)
     if isinstance(far_worse, bool) or not isinstance(far_worse, (int, float)) or not far_worse > 1:
         raise ValueError(f"far_worse must be a number above 1, got {far_worse!r}")
     a, b = effective_mse(zero, metric), effective_mse(small, metric)
     measured = f"{annotation(zero, [metric])} vs {annotation(small, [metric])}"
-    kinds = (mse_bound(small, metric), mse_bound(zero, metric))
-    if "unknown" in kinds and math.isfinite(a) and math.isfinite(b):
-        measured += " (a quadrature region did not hold the mass: not decidable)"
     if not math.isfinite(b):
         holds: bool | None = False
     elif not math.isfinite(a):
         holds = True
     else:
-        holds = compare_below(far_worse * b, a, *kinds)
+        (a, a_kind), (b, b_kind) = density.bounded_value(zero, metric), density.bounded_value(small, metric)
+        holds = compare_below(far_worse * b, a, b_kind, a_kind)
+        bounds = [f"{name} ≥ {v:.3g} (its floor)" if kind == "lower" else f"{name} {v:.3g} (no bound)"
+                  for name, v, kind in (("w = 0", a, a_kind), ("w > 0", b, b_kind)) if kind != "exact"]
+        if bounds:
+            measured += "; compared as " + ", ".join(bounds)
     statement = (f"w = 0 is far worse than w = {small.spec.hparams['w']:g} (error ≥ {far_worse:g}×, or diverged), "
                  f"{label or 'same t and M'}, on the {density.METRICS_SHORT[metric]}")
     return Claim(statement, measured, holds)

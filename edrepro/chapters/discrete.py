@@ -578,9 +578,11 @@ def burn_in_ratio(summary: MixingSummary, burn_in: int) -> float:
     return burn_in / tau if math.isfinite(tau) else 0.0
 
 
-def mixing_table(aligned: Mapping[float, IsingSample], random: Mapping[float, IsingSample], burn_in: int) -> str:
+def mixing_table(aligned: Mapping[float, IsingSample], random: Mapping[float, IsingSample], burn_in: int, part: str = "all") -> str:
     """Markdown: per σ the τ's of the aligned-start chains (second half of ``burn_in``),
-    burn-in/max(τ_|m|, τ_E), and the equilibrium means of |m| and the energy of both starts."""
+    burn-in/max(τ_|m|, τ_E), and the equilibrium means of |m| and the energy of both starts.
+    ``part`` = ``"times"`` keeps the first four, ``"means"`` the last four (a narrower table each)."""
+    _checks.choice("part", part, ("all", "times", "means"))
     if set(aligned) != set(random) or not aligned:
         raise ValueError("aligned and random must hold samples for the same, non-empty set of σ")
     rows = []
@@ -590,7 +592,8 @@ def mixing_table(aligned: Mapping[float, IsingSample], random: Mapping[float, Is
                      mx.mean_abs_m, rs.mean_abs_m, mx.mean_energy, rs.mean_energy])
     header = ["σ", "τ_m", "τ_\\|m\\|", "τ_E", "burn-in / max(τ_\\|m\\|, τ_E)", "⟨\\|m\\|⟩ aligned",
               "⟨\\|m\\|⟩ random", "⟨E⟩/D aligned", "⟨E⟩/D random"]
-    return page.markdown_table(header, rows, digits=3)
+    keep = {"all": range(9), "times": range(5), "means": (0, 5, 6, 7, 8)}[part]
+    return page.markdown_table([header[k] for k in keep], [[row[k] for k in keep] for row in rows], digits=3)
 
 
 def expected_flips(eps: float, d: int) -> float:
@@ -658,8 +661,7 @@ def ising_table(records: Mapping[tuple[float, str], runs.RunRecord], side: int) 
         ref = PAPER_ISING.get(sigma, {})
         rows.append([sigma, ed[sigma], pcd.get(sigma), zero_coupling_score(side, sigma), ref.get("ed"), ref.get("gibbs"),
                      ref.get("gwg"), zero_coupling_score(10, sigma)])
-    header = ["σ", f"ED-Bern (this page, D={d})", f"PCD (this page, D={d})", f"J = 0 (D={d})", "ED-Bern (paper, D=100)",
-              "Gibbs (paper, D=100)", "GWG (paper, D=100)", "J = 0 (D=100)"]
+    header = ["σ", f"ED-Bern, D={d}", f"PCD, D={d}", f"J = 0, D={d}", "ED-Bern, paper", "Gibbs, paper", "GWG, paper", "J = 0, D=100"]
     return page.markdown_table(header, rows)
 
 
@@ -673,8 +675,7 @@ def rbm_table(records: Mapping[str, runs.RunRecord], baseline_nll: float, cd_ste
         rows.append([method_label(method, cd_steps), nll[0], min(nll), nll[-1], r.final("train_nll"), largest_rise(nll),
                      1000.0 / r.steps_per_second])
     rows.append(["data-mean Bernoulli", baseline_nll, None, baseline_nll, None, None, None])
-    header = ["model", "test NLL at start", "best test NLL", "final test NLL", "final train NLL", "largest rise between evaluations",
-              "ms per update"]
+    header = ["model", "test NLL, start", "best", "final", "train NLL, final", "largest rise", "ms / update"]
     return page.markdown_table(header, rows)
 
 
