@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edrepro import mixture
+from edrepro.chapters import myopia
 from edrepro.toy import GaussianMixture
 
 F64 = torch.float64
@@ -68,33 +69,33 @@ def test_small_t_energy_discrepancy_is_t_times_the_fisher_divergence(rho):
 
 
 def test_mle_minimiser_claim_holds_at_rho_star_and_fails_on_data_of_another_weight():
-    assert mixture.mle_minimiser_claim(_summaries()["MLE"], 0.2, 4096).holds is True
+    assert myopia.mle_minimiser_claim(_summaries()["MLE"], 0.2, 4096).holds is True
     other = _summaries(rho=0.3)["MLE"]  # data drawn with weight 0.3, claim about 0.2
-    claim = mixture.mle_minimiser_claim(other, 0.2, 4096)
+    claim = myopia.mle_minimiser_claim(other, 0.2, 4096)
     assert claim.holds is False and "s.e." in claim.measured
 
 
 def test_ed_minimiser_claim_holds_at_large_t_and_fails_for_a_flat_curve_or_another_weight():
-    assert mixture.ed_minimiser_claim(_summaries()[mixture.ed_label(32.0)], 32.0, 0.2).holds is True
+    assert myopia.ed_minimiser_claim(_summaries()[mixture.ed_label(32.0)], 32.0, 0.2).holds is True
     # t = 0.5: the curve barely sees the weight; its minimiser's standard error spans the family
     flat = _summaries()[mixture.ed_label(0.5)]
     assert flat.stderr * 4 > 0.2
-    assert mixture.ed_minimiser_claim(flat, 0.5, 0.2).holds is False
-    assert mixture.ed_minimiser_claim(_summaries(rho=0.3)[mixture.ed_label(32.0)], 32.0, 0.2).holds is False
+    assert myopia.ed_minimiser_claim(flat, 0.5, 0.2).holds is False
+    assert myopia.ed_minimiser_claim(_summaries(rho=0.3)[mixture.ed_label(32.0)], 32.0, 0.2).holds is False
 
 
 def test_curvature_claim_holds_in_the_order_of_t_and_fails_reversed_or_without_change():
     by_t = [_summaries()[mixture.ed_label(t)] for t in TS]
-    assert mixture.curvature_claim(by_t, TS).holds is True
-    assert mixture.curvature_claim(by_t[::-1], TS).holds is False  # swapped labels: the curvature falls with "t"
+    assert myopia.curvature_claim(by_t, TS).holds is True
+    assert myopia.curvature_claim(by_t[::-1], TS).holds is False  # swapped labels: the curvature falls with "t"
     same = [by_t[-1]] * len(TS)  # a loss that does not change with t
-    assert mixture.curvature_claim(same, TS).holds is False
+    assert myopia.curvature_claim(same, TS).holds is False
     with pytest.raises(ValueError, match="increasing"):
-        mixture.curvature_claim(by_t, TS[::-1])
+        myopia.curvature_claim(by_t, TS[::-1])
 
 
 def test_panel_a_claims_are_the_three_claims():
-    claims = mixture.panel_a_claims(_summaries(), TS, 0.2, 4096)
+    claims = myopia.panel_a_claims(_summaries(), TS, 0.2, 4096)
     assert [c.holds for c in claims] == [True, True, True]
     assert "MLE" in claims[0].statement and "t = 32" in claims[1].statement and "curvature" in claims[2].statement
 
@@ -104,23 +105,23 @@ def test_panel_a_claims_are_the_three_claims():
 
 def test_sm_worse_than_mle_claim_fails_with_the_estimators_swapped():
     study = _study()
-    assert mixture.sm_worse_than_mle_claim(study).holds is True
-    assert mixture.sm_worse_than_mle_claim(_swapped(study, "SM", "MLE")).holds is False
+    assert myopia.sm_worse_than_mle_claim(study).holds is True
+    assert myopia.sm_worse_than_mle_claim(_swapped(study, "SM", "MLE")).holds is False
 
 
 def test_mse_fall_claim_fails_with_the_times_swapped():
     study = _study()
-    assert mixture.mse_fall_claim(study, 2.0, 32.0).holds is True
-    assert mixture.mse_fall_claim(study, 32.0, 2.0).holds is False
-    assert mixture.mse_fall_claim(_swapped(study, "ED t=2", "ED t=32"), 2.0, 32.0).holds is False
+    assert myopia.mse_fall_claim(study, 2.0, 32.0).holds is True
+    assert myopia.mse_fall_claim(study, 32.0, 2.0).holds is False
+    assert myopia.mse_fall_claim(_swapped(study, "ED t=2", "ED t=32"), 2.0, 32.0).holds is False
 
 
 def test_mse_no_rise_claim_fails_when_the_error_rises_along_the_times():
     study = _study()
-    assert mixture.mse_no_rise_claim(study, [2.0, 32.0]).holds is True
-    assert mixture.mse_no_rise_claim(study, [32.0, 2.0]).holds is False
+    assert myopia.mse_no_rise_claim(study, [2.0, 32.0]).holds is True
+    assert myopia.mse_no_rise_claim(study, [32.0, 2.0]).holds is False
     with pytest.raises(ValueError, match="two times"):
-        mixture.mse_no_rise_claim(study, [2.0])
+        myopia.mse_no_rise_claim(study, [2.0])
 
 
 def test_panel_b_claims_on_synthetic_errors():
@@ -130,5 +131,5 @@ def test_panel_b_claims_on_synthetic_errors():
     est = {"MLE": 0.2 + 0.001 * sign * (1 + 0.1 * k), "SM": 0.2 + 0.1 * sign * (1 + 0.1 * k),
            "ED t=2": 0.2 + 0.05 * sign * (1 + 0.1 * k), "ED t=32": 0.2 + 0.002 * sign * (1 + 0.1 * k)}
     study = mixture.EstimationStudy(rho_true=0.2, ts=(2.0, 32.0), estimates=est)
-    assert [c.holds for c in mixture.panel_b_claims(study, [2.0, 32.0])] == [True, True, True]
-    assert [c.holds for c in mixture.panel_b_claims(_swapped(study, "ED t=2", "ED t=32"), [2.0, 32.0])] == [True, False, False]
+    assert [c.holds for c in myopia.panel_b_claims(study, [2.0, 32.0])] == [True, True, True]
+    assert [c.holds for c in myopia.panel_b_claims(_swapped(study, "ED t=2", "ED t=32"), [2.0, 32.0])] == [True, False, False]
