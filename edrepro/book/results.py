@@ -24,7 +24,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,7 @@ def export(root: Path, name: str, profile: str, overrides: Mapping[str, str] | N
     provenance = {
         "commands": [f"python -m edrepro sweep {name} --profile {profile}{flags}", f"python -m edrepro export {name} --profile {profile}{flags}"],
         "trained_by_commit": sorted({s["commit"] for s in sweeps}) or ["not recorded (runs computed by the page itself)"],
-        "code": {kind: specs_code for kind, specs_code in sorted({s.kind: s.code for s in specs}.items())},
+        "code": code_by_kind(specs),
         "exported_at_commit": git_commit(root),
         "exported": time.strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(records),
@@ -219,6 +219,11 @@ def provenance_line(results: Results) -> str:
         f"{time_text}, {p['training_seconds'] / 3600:.2f} h of training in {len(results.records)} runs."
         + _rekey_text(p) + _code_change_text(results)
     )
+
+
+def code_by_kind(specs: Iterable[runs.RunSpec]) -> dict[str, dict[str, Any]]:
+    """Run kind → the current code identity of its runs (:attr:`edrepro.book.runs.RunSpec.code`), for a provenance."""
+    return dict(sorted({s.kind: s.code for s in specs}.items()))
 
 
 def _rekey_text(provenance: Mapping[str, Any]) -> str:

@@ -115,7 +115,7 @@ def rekey(root: Path, name: str, profile: str, checks: list[Check], steps: int, 
     stored = results.load(name, profile, root)
     for raw, record in zip(data["records"], stored.records):
         raw["code"] = {**record.spec.code, "device": "cpu"}
-    data["provenance"]["code"] = {r.spec.kind: r.spec.code for r in stored.records}
+    data["provenance"]["code"] = results.code_by_kind(r.spec for r in stored.records)
     agreement = "bitwise" if all(c.bitwise for c in checks) else f"within a relative {max(c.max_relative_difference for c in checks):.1e}"
     data["provenance"]["rekeyed"] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "commit": results.git_commit(root), "command": command, "steps": steps,
