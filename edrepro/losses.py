@@ -214,13 +214,22 @@ def score_matching(energy: Energy, x: torch.Tensor) -> torch.Tensor:
 
     Assumes rows are independent (no batch-coupling layers).
     """
+    g, trace = gradient_and_laplacian(energy, x)
+    return (0.5 * (g**2).sum(1) - trace).mean()
+
+
+def gradient_and_laplacian(energy: Energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇E(x_i), ΔE(x_i)) for every row x_i, both exact, by the fastest exact method (see :func:`score_matching`).
+
+    ΔE = Σ_k ∂²E/∂x_k² is the Hessian trace. A one-output :class:`edrepro.nets.MLP` takes the forward
+    Laplacian (Li et al. 2023), any other energy d Hessian-vector products. The results keep the
+    graph to the energy's parameters, so a loss built from them can be differentiated for training.
+    """
     x = _checks.batch("x", x)
     layers = _mlp_layers(energy, x)
     if layers is not None:
-        g, trace = _forward_laplacian(layers, x.detach())
-    else:
-        g, trace = _hessian_trace_by_rows(energy, x)
-    return (0.5 * (g**2).sum(1) - trace).mean()
+        return _forward_laplacian(layers, x.detach())
+    return _hessian_trace_by_rows(energy, x)
 
 
 def denoising_score_matching(

@@ -53,7 +53,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _add_profile(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
-    parser.add_argument("--profile", choices=pipeline.PROFILES, default="quick", help="parameter profile (default: quick)")
+    parser.add_argument("--profile", choices=pipeline.ALL_PROFILES, default="quick", help="parameter profile (default: quick)")
     if overrides:
         parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),
                             help="override a parameter of the profile (VALUE is YAML: 3, 0.1, [ed, sm], true); repeatable")

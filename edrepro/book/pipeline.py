@@ -30,6 +30,11 @@ import yaml
 from .. import _paths
 
 PROFILES = ("smoke", "quick", "paper")
+"""The profiles every page has."""
+EXTRA_PROFILES = ("long",)
+"""Profiles a page may add (``notebooks/params/NAME/long.yaml``): a budget between ``quick`` and ``paper``
+whose results are precomputed and kept in ``results/NAME/long.json``."""
+ALL_PROFILES = PROFILES + EXTRA_PROFILES
 CACHE_FIELD = "edrepro"
 
 
@@ -100,8 +105,8 @@ def params_path(root: Path, name: str, profile: str) -> Path:
 
 def load_params(root: Path, name: str, profile: str) -> dict:
     """Parameters of notebook ``name`` under ``profile`` (an empty file means the defaults)."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    if profile not in ALL_PROFILES:
+        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
     path = params_path(root, name, profile)
     if not path.is_file():
         raise FileNotFoundError(f"no parameter file for notebook {name!r} and profile {profile!r}: expected {path}")
@@ -165,6 +170,7 @@ def effective_params(root: Path, name: str, profile: str, overrides: dict[str, s
 
 PAGE_CHECKS: dict[str, str] = {
     "density_ablations": "edrepro.chapters.ablation:check_params",
+    "edlebm_mnist": "edrepro.chapters.lebm_eval:check_params",
     "density_benchmark": "edrepro.chapters.benchmark:check_params",
 }
 """Notebook → the chapter function that checks the rules tying its parameters together (``methods`` must
@@ -187,8 +193,8 @@ def page_check(name: str):
 def check_pages(root: Path, names: list[str], profile: str, overrides: dict[str, str] | None = None) -> dict[str, dict]:
     """Every check the pages ``names`` would make, before any work: the names (:func:`check_names`), then each
     page's parameters under ``profile`` and ``overrides`` (:func:`effective_params`). Returns them by name."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    if profile not in ALL_PROFILES:
+        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
     return {name: effective_params(root, name, profile, overrides) for name in check_names(root, names)}
 
 
@@ -375,8 +381,8 @@ def run_notebooks(
     """Execute several notebooks, ``jobs`` at a time (each in its own process when ``jobs`` > 1),
     printing one line per notebook as it starts and ends; the notebooks of :data:`TIMED_ALONE` run
     last, one at a time. The first failure is raised after the notebooks already running have finished."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    if profile not in ALL_PROFILES:
+        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
     names = list(names) if names else notebook_names(root)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -515,7 +521,7 @@ PAGE_RUNS: dict[str, str] = {
     "density_ablations": "edrepro.chapters.ablation:page_specs",
     "density_benchmark": "edrepro.chapters.benchmark:page_specs",
     "discrete_ed": "edrepro.chapters.discrete:page_specs",
-    "edlebm_mnist": "edrepro.chapters.lebm:page_specs",
+    "edlebm_mnist": "edrepro.chapters.lebm_eval:page_specs",
     "performance": "edrepro.chapters.speed:page_specs",
 }
 """Notebook → the chapter function listing the training runs its page needs (the function the page calls)."""

@@ -7,9 +7,10 @@ alternates, on each batch,
 1. posterior sampling z ~ p(z | x) ∝ exp(−U(z)), U(z) = |x − g_β(z)|²/(2σ²) + E_θ(z), by
    short-run Langevin started at N(0, I);
 2. a generator step on |x − g_β(z)|² (sum over pixels, mean over the batch);
-3. a prior step: energy discrepancy of E_θ on the posterior latents (``prior_loss="ed"``), or
-   short-run contrastive divergence, mean E_θ(z⁺) − mean E_θ(z⁻) with z⁻ from prior Langevin
-   started at N(0, I) (``prior_loss="cd"``, Pang et al. 2020).
+3. a prior step on the posterior latents z⁺: energy discrepancy of E_θ (``prior_loss="ed"``, the
+   paper's Alg. 3), short-run contrastive divergence, mean E_θ(z⁺) − mean E_θ(z⁻) with z⁻ from
+   prior Langevin started at N(0, I) (``prior_loss="cd"``, Pang et al. 2020; the paper's Alg. 1),
+   or exact score matching, mean ½|∇E_θ(z⁺)|² − ΔE_θ(z⁺) (``prior_loss="sm"``, the paper's Alg. 2).
 
 Step sizes follow the authors' convention: a Langevin step of size s is
 z ← z − (s²/2)∇U(z) + s·ξ, i.e. :func:`edrepro.samplers.langevin` with ε = s²/2.
@@ -39,12 +40,12 @@ from tqdm import tqdm  # plain text bars: notebooks here run without ipywidgets
 
 from .. import _checks
 from ..book import runs
-from ..losses import energy_discrepancy, energy_gap
+from ..losses import energy_discrepancy, energy_gap, gradient_and_laplacian
 from ..nets import EMA, MLP
 from ..samplers import langevin
 from ..book.train import announce_estimate
 
-PRIOR_LOSSES = ("ed", "cd")
+PRIOR_LOSSES = ("ed", "cd", "sm")
 _FORMAT = 2  # bump when the meaning of a checkpoint changes
 
 
@@ -165,6 +166,22 @@ def cd_prior_loss(
     return energy_gap(e[: len(z_pos)], e[len(z_pos) :])
 
 
+def sm_prior_loss(prior: PriorEnergy, z: torch.Tensor) -> torch.Tensor:
+    """Exact score matching of the prior energy on posterior latents (the paper's Alg. 2; Hyvärinen 2005).
+
+    loss = mean_i [ ½|∇E(z_i)|² − ΔE(z_i) ]. With E(z) = f(z) + |z|²/2, ∇E = ∇f + z and ΔE = Δf + nz,
+    so only the MLP f needs derivatives; its exact gradient and Laplacian come from the forward
+    Laplacian (:func:`edrepro.losses.gradient_and_laplacian`), about nz + 2 forward passes of f and no
+    double backward — the fastest exact method measured for an MLP (benchmarks/loss_speed.py).
+    """
+    if not isinstance(prior, PriorEnergy):
+        raise ValueError(f"prior must be a PriorEnergy, got {type(prior).__name__}")
+    z = z.detach()
+    grad_f, laplacian_f = gradient_and_laplacian(prior.f, z)
+    grad = grad_f + z
+    return (0.5 * (grad * grad).sum(1) - laplacian_f - prior.nz).mean()
+
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -234,12 +251,14 @@ def spec(config: LEBMConfig, chapter: str = "edlebm_mnist") -> runs.RunSpec:
     d = config.to_dict()
     method, seed, epochs = d.pop("prior_loss"), d.pop("seed"), d.pop("epochs")
     hparams = {k: d.pop(k) for k in ED_HPARAMS + CD_HPARAMS}
-    own = {k: hparams[k] for k in (ED_HPARAMS if method == "ed" else CD_HPARAMS)}
+    own = {k: hparams[k] for k in OWN_HPARAMS[method]}
     return runs.RunSpec("lebm", method, "mnist", seed, epochs, own, d, chapter, 1)
 
 
 ED_HPARAMS = ("ed_t", "ed_m", "ed_w")
 CD_HPARAMS = ("cd_steps", "cd_step_size")
+OWN_HPARAMS = {"ed": ED_HPARAMS, "cd": CD_HPARAMS, "sm": ()}
+"""Prior loss → the settings of that loss alone (exact score matching has none)."""
 
 
 def config_of(spec: runs.RunSpec) -> LEBMConfig:
@@ -338,8 +357,10 @@ def _iteration(t: _Trainer, config: LEBMConfig, x: torch.Tensor) -> tuple[float,
     t.opt_e.zero_grad(set_to_none=True)
     if config.prior_loss == "ed":
         loss_e = ed_prior_loss(t.prior, z, config.ed_t, config.ed_m, config.ed_w, t.noise_rng)
-    else:
+    elif config.prior_loss == "cd":
         loss_e = cd_prior_loss(t.prior, z, config.cd_steps, config.cd_step_size, t.noise_rng)
+    else:
+        loss_e = sm_prior_loss(t.prior, z)
     loss_e.backward()
     t.opt_e.step()
     t.ema.update(t.prior)
@@ -543,121 +564,6 @@ def reconstruct(
     return torch.cat(out)
 
 
-# ----------------------------------------------------------------------------- the chapter's bookkeeping
-
-AUTHORS_SECONDS_PER_ITERATION = 1.73
-"""Seconds per training iteration in the authors' training log (their settings, one GPU): a reported value."""
-
-MNIST_TRAIN_SIZE = 60_000
-
-
-def iterations(config: LEBMConfig, n_available: int = MNIST_TRAIN_SIZE) -> int:
-    """Training iterations of a run: epochs · ⌈n / batch_size⌉ with n = min(n_train, n_available)."""
-    if not isinstance(config, LEBMConfig):
-        raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
-    n_available = _checks.positive_int("n_available", n_available)
-    n = n_available if config.n_train is None else min(config.n_train, n_available)
-    return config.epochs * math.ceil(n / config.batch_size)
-
-
-def generator_size(ngf: int, nz: int = 64) -> int:
-    """Parameters of :class:`Generator` (nz, ngf): Σ over its four transposed convolutions of c_in·c_out·k² + c_out."""
-    ngf, nz = _checks.positive_int("ngf", ngf), _checks.positive_int("nz", nz)
-    layers = ((nz, 8 * ngf, 4), (8 * ngf, 4 * ngf, 3), (4 * ngf, 2 * ngf, 4), (2 * ngf, 1, 4))
-    return sum(c_in * c_out * k * k + c_out for c_in, c_out, k in layers)
-
-
-def departures(config: LEBMConfig, reference: LEBMConfig | None = None) -> list[tuple[str, Any, Any]]:
-    """(setting, value in ``config``, value in ``reference``) for every setting where the two differ.
-
-    ``reference`` defaults to the authors' settings with the same prior loss and seed, so the list
-    is what a profile changes relative to the paper (empty under ``paper``).
-    """
-    if not isinstance(config, LEBMConfig):
-        raise ValueError(f"config must be an LEBMConfig, got {type(config).__name__}")
-    if reference is None:
-        reference = LEBMConfig(prior_loss=config.prior_loss, seed=config.seed)
-    if not isinstance(reference, LEBMConfig):
-        raise ValueError(f"reference must be an LEBMConfig or None, got {type(reference).__name__}")
-    mine, theirs = config.to_dict(), reference.to_dict()
-    return [(k, v, theirs[k]) for k, v in mine.items() if v != theirs[k]]
-
-
-def moving_average(values: Any, window: int = 25) -> np.ndarray:
-    """Means of ``k`` consecutive values, k = min(window, max(1, len/10)) (the 'valid' part: len − k + 1 values).
-
-    The window shrinks for short series so that a smoothed curve keeps at least 10 windows' worth of points.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {values.shape}")
-    k = max(1, min(_checks.positive_int("window", window), len(values) // 10))
-    return np.convolve(values, np.ones(k) / k, mode="valid")
-
-
-def seconds_per_iteration(record: runs.RunRecord) -> float:
-    """Training seconds per iteration of an LEBM run (``train_seconds / steps``; evaluation excluded)."""
-    if not isinstance(record, runs.RunRecord) or record.spec.kind != "lebm":
-        raise ValueError(f"record must be the RunRecord of an LEBM run, got {record!r:.80}")
-    if record.steps < 1:
-        raise ValueError(f"run {record.spec.label} has no training iterations")
-    return record.train_seconds / record.steps
-
-
-def run_line(record: runs.RunRecord, name: str) -> str:
-    """One line on how run ``record`` was obtained: cached or trained, iterations, seconds, outcome, conditions."""
-    spi = seconds_per_iteration(record)
-    c = record.conditions
-    where = f"{c.get('cpu', '?')}, {c.get('threads', '?')} torch thread(s), device {c.get('device', '?')}, load {c.get('load_start', '?')}→{c.get('load_end', '?')}"
-    how = "loaded from the cache" if record.cached else "trained"
-    return (f"{name} ({how}): {record.steps:,} iterations, {record.train_seconds:.1f} s of training, "
-            f"{spi:.3f} s per iteration, {record.outcome_text()}; trained on {where}")
-
-
-# ----------------------------------------------------------------------------- the chapter's claims
-
-RECONSTRUCTION_RATIO = 0.5
-"""A reconstruction carries information about its image when its MSE is below this fraction of the
-MSE of answering every image with the mean training image (:func:`reconstruction_claim`)."""
-
-
-def _finite_non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0 (inf for a broken model), got {value!r}")
-    return float(value)
-
-
-def reconstruction_claim(model_mse: float, mean_image_mse: float, name: str = "ED-LEBM", ratio: float = RECONSTRUCTION_RATIO) -> Any:
-    """The claim that ``name``'s reconstructions carry information about their images: their MSE per
-    pixel (:func:`edrepro.chapters.mnist_eval.reconstruction_mse`) is below ``ratio`` times that of the mean
-    training image (:func:`edrepro.chapters.mnist_eval.mean_image_mse`). A model that ignores the image fails it."""
-    from ..book.claims import Claim
-
-    model_mse, mean_image_mse = _finite_non_negative("model_mse", model_mse), _finite_non_negative("mean_image_mse", mean_image_mse)
-    if not 0 < ratio < 1 or mean_image_mse == 0:
-        raise ValueError(f"ratio must lie in (0, 1) and mean_image_mse be positive, got {ratio!r} and {mean_image_mse!r}")
-    return Claim(f"{name}'s reconstruction MSE is below {ratio:g} times that of the mean training image",
-                 f"{model_mse:.4f} vs {mean_image_mse:.4f} (ratio {model_mse / mean_image_mse:.2f})",
-                 model_mse < ratio * mean_image_mse)
-
-
-def prior_fid_claim(fid_gaussian: float, fid_prior: float, fid_real: float, name: str = "ED") -> Any:
-    """The claim that the learned prior improves its generator's samples by more than the FID can
-    resolve: decoding latents of the prior lowers the FID against decoding N(0, I) latents by more than
-    the FID of real images of the same sample size (``fid_real``, the distance of the right
-    distribution, chance alone). A prior no better than N(0, I) fails it."""
-    from ..book.claims import Claim
-
-    for label, value in (("fid_gaussian", fid_gaussian), ("fid_prior", fid_prior), ("fid_real", fid_real)):
-        _finite_non_negative(label, value)
-    gain = fid_gaussian - fid_prior
-    gap = fid_gaussian - fid_real
-    closed = f" ({100 * gain / gap:.0f} % of the gap to real data closed)" if math.isfinite(gain) and gap > 0 else ""
-    return Claim(f"the {name}-trained prior lowers its generator's FID (vs N(0, I) latents) by more than the FID of real data",
-                 f"{fid_gaussian:.1f} → {fid_prior:.1f}, lowered by {gain:.1f}; FID of real data {fid_real:.1f}{closed}",
-                 math.isfinite(gain) and gain > fid_real)
-
-
 # ----------------------------------------------------------------------------- the chapter's parameters and command line
 
 # Chapter parameter → LEBMConfig field (parameters not listed keep the authors' value).
@@ -682,23 +588,6 @@ def config_from_params(params: Mapping[str, Any], prior_loss: str) -> LEBMConfig
     return LEBMConfig(prior_loss=prior_loss, **{PARAM_TO_CONFIG[k]: v for k, v in known.items()})
 
 
-def page_specs(params: Mapping[str, Any]) -> list[runs.RunSpec]:
-    """The runs of the ED-LEBM page for its parameters: [ED-LEBM, CD-LEBM, the FID classifier].
-
-    The LEBMs use ``seed``; the classifier has its own ``classifier_seed``, so that pages run with
-    different seeds measure their FIDs with one and the same feature network.
-    """
-    from .mnist_eval import ClassifierSettings, classifier_spec
-
-    if not isinstance(params, Mapping):
-        raise ValueError(f"params must be a mapping of the chapter's parameters, got {type(params).__name__}")
-    missing = [k for k in ("seed", "classifier_seed", "classifier_epochs", "classifier_n_train") if k not in params]
-    if missing:
-        raise ValueError(f"params lacks the chapter parameter(s) {missing}")
-    classifier = ClassifierSettings(epochs=params["classifier_epochs"], n_train=params["classifier_n_train"], seed=params["classifier_seed"])
-    return [spec(config_from_params(params, "ed")), spec(config_from_params(params, "cd")), classifier_spec(classifier)]
-
-
 def _overrides(items: list[str]) -> dict[str, str]:
     """``--set KEY=VALUE`` items as KEY → VALUE text; ValueError for an item without '=' or a key."""
     pairs = [item.partition("=") for item in items]
@@ -714,12 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     The parameters are the page's (:func:`edrepro.book.pipeline.effective_params`), so an unknown key or
     a value the schema forbids stops the command before any work (exit status 2).
     """
-    from ..book import parameters
+    from ..book import parameters, pipeline
     from ..book.pipeline import effective_params, find_root
 
     parser = argparse.ArgumentParser(prog="python -m edrepro.chapters.lebm", description="Train latent EBM priors on MNIST, resuming from checkpoints.")
-    parser.add_argument("--profile", default="quick", choices=("smoke", "quick", "paper"), help="the chapter's parameter profile")
-    parser.add_argument("--prior", nargs="+", default=["ed", "cd"], choices=PRIOR_LOSSES, help="which prior losses to train")
+    parser.add_argument("--profile", default="quick", choices=pipeline.ALL_PROFILES, help="the chapter's parameter profile")
+    parser.add_argument("--prior", nargs="+", default=list(PRIOR_LOSSES), choices=PRIOR_LOSSES, help="which prior losses to train")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a parameter of the chapter (YAML value)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: the profile's)")
     parser.add_argument("--runs", default=None, help="cache folder of the runs (default: $EDREPRO_RUNS, else runs)")
