@@ -25,7 +25,7 @@ from .conftest import ROOT
 
 NAMES = pipeline.notebook_names(ROOT)
 KERNEL = "edrepro-colab-test"
-STORED = {"density_estimation": "paper", "discrete_ed": "paper"}  # pages with a precomputed-results section
+STORED = {"density_estimation": "paper", "discrete_ed": "paper", "edlebm_mnist": "long"}  # pages with a precomputed-results section
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:

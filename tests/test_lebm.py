@@ -13,7 +13,7 @@ import torch
 
 from edrepro import losses
 from edrepro.book import runs
-from edrepro.chapters import lebm
+from edrepro.chapters import lebm, lebm_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_config_validation_and_run_spec():
     # an ED run does not depend on the CD baseline's settings, and the other way round
     assert lebm.spec(base.replace(cd_steps=5)).key == spec.key
     assert lebm.spec(base.replace(prior_loss="cd", ed_m=3)).key == lebm.spec(base.replace(prior_loss="cd")).key
-    for bad in (dict(prior_loss="sm"), dict(ngf=0), dict(ed_t=-1.0), dict(ema_decay=1.5), dict(n_train=0), dict(seed=-1)):
+    for bad in (dict(prior_loss="nce"), dict(ngf=0), dict(ed_t=-1.0), dict(ema_decay=1.5), dict(n_train=0), dict(seed=-1)):
         with pytest.raises(ValueError):
             lebm.LEBMConfig(**bad)
 
@@ -265,61 +265,147 @@ def test_cli_exits_non_zero_on_an_unknown_key_from_the_shell():
     assert result.returncode != 0 and "epochz" in result.stdout + result.stderr
 
 
-def test_page_specs_are_the_two_lebms_and_the_classifier(root):
+def test_page_specs_are_every_method_at_every_seed_then_the_classifier(root):
     from edrepro.book import pipeline
 
     params = pipeline.effective_params(root, "edlebm_mnist", "quick")
-    ed, cd, classifier = lebm.page_specs(params)
-    assert (ed.kind, ed.method, cd.kind, cd.method, classifier.kind) == ("lebm", "ed", "lebm", "cd", "classifier")
-    assert lebm.config_of(ed) == lebm.config_from_params(params, "ed") and ed.seed == cd.seed == params["seed"]
-    assert classifier.seed == params["classifier_seed"]
-    other = lebm.page_specs({**params, "seed": params["seed"] + 1})
-    assert other[0].key != ed.key and other[2].key == classifier.key  # one classifier for every seed
+    *lebms, classifier = lebm_eval.page_specs(params)
+    assert [(s.kind, s.method, s.seed) for s in lebms] == [("lebm", m, params["seed"]) for m in ("ed", "cd", "sm")]
+    assert classifier.kind == "classifier" and classifier.seed == params["classifier_seed"]
+    assert all(lebm.config_of(s) == lebm.config_from_params(params, s.method) for s in lebms)
+    other = lebm_eval.page_specs({**params, "seed": params["seed"] + 1})
+    assert other[0].key != lebms[0].key and other[-1].key == classifier.key  # one classifier for every seed
+    long = pipeline.effective_params(root, "edlebm_mnist", "long")
+    assert [(s.method, s.seed) for s in lebm_eval.page_specs(long)[:-1]] == [(m, k) for k in range(3) for m in ("ed", "cd", "sm")]
+    assert lebm.config_from_params(long, "ed").n_train is None  # all 60 000 training images
     with pytest.raises(ValueError, match="classifier_epochs"):
-        lebm.page_specs({k: v for k, v in params.items() if k != "classifier_epochs"})
+        lebm_eval.page_specs({k: v for k, v in params.items() if k != "classifier_epochs"})
     with pytest.raises(ValueError, match="prior_loss"):
-        lebm.config_from_params(params, "sm")
+        lebm.config_from_params(params, "nce")
+
+
+@pytest.mark.parametrize("override, parameter", [
+    ({"ed_m": "0"}, "ed_m"), ({"methods": "[ed, nce]"}, "methods"), ({"methods": "[cd, sm]"}, "methods"),
+    ({"lr_e": "-0.1"}, "lr_e"), ({"post_step_size": "-0.1"}, "post_step_size"), ({"n_seeds": "0"}, "n_seeds"),
+])
+def test_bad_page_parameters_are_refused_before_any_work(root, override, parameter):
+    from edrepro.book import parameters, pipeline
+
+    with pytest.raises((ValueError, parameters.ParameterError), match=parameter):
+        pipeline.check_pages(root, ["edlebm_mnist"], "quick", override)
+
+
+def test_sm_prior_loss_is_exact_score_matching_against_the_autograd_hessian():
+    torch.manual_seed(0)
+    prior = lebm.PriorEnergy(nz=3, hidden=8).double()
+    z = torch.randn(6, 3, dtype=torch.float64)
+    expected = []
+    for zi in z:  # ½|∇E|² − tr ∇²E, E = f + |z|²/2, by autograd on the whole energy
+        grad = torch.autograd.functional.jacobian(lambda v: prior(v[None])[0], zi)
+        hessian = torch.autograd.functional.hessian(lambda v: prior(v[None])[0], zi)
+        expected.append(0.5 * grad.square().sum() - torch.trace(hessian))
+    loss = lebm.sm_prior_loss(prior, z)
+    assert torch.allclose(loss, torch.stack(expected).mean(), rtol=1e-12, atol=1e-12)
+    loss.backward()  # the loss trains every weight of the prior (the output bias leaves the score unchanged)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for n, p in prior.named_parameters() if "weight" in n)
+    # f ≡ 0 (the N(0, I) prior): ½|z|² − d, a closed form
+    for p in prior.f.parameters():
+        torch.nn.init.zeros_(p)
+    assert torch.allclose(lebm.sm_prior_loss(prior, z), (0.5 * z.square().sum(1) - 3).mean())
+    with pytest.raises(ValueError, match="prior"):
+        lebm.sm_prior_loss(torch.nn.Linear(3, 1), z)
+
+
+def _scores(values):
+    """Rows of lebm_eval.score_page from {(method, seed): (fid_prior, recon_mse)}."""
+    rows = [{"method": m, "seed": s, "fid_prior": f, "recon_mse": r, "outcome": "finished"} for (m, s), (f, r) in values.items()]
+    return {"rows": rows}
+
+
+def test_ordering_claim_holds_only_when_ed_wins_on_every_seed():
+    wins = {("ed", s): (10.0 + s, 0.02) for s in range(3)} | {("cd", s): (20.0, 0.03) for s in range(3)}
+    assert lebm_eval.ordering_claim(_scores(wins), "fid_prior", "cd").holds
+    assert lebm_eval.ordering_claim(_scores(wins), "recon_mse", "cd").holds
+    swapped = {(("cd" if m == "ed" else "ed"), s): v for (m, s), v in wins.items()}  # the methods swapped
+    assert not lebm_eval.ordering_claim(_scores(swapped), "fid_prior", "cd").holds
+    one_loss = {**wins, ("ed", 2): (25.0, 0.02)}  # ED loses on one seed of three
+    claim = lebm_eval.ordering_claim(_scores(one_loss), "fid_prior", "cd")
+    assert not claim.holds and "2 of 3 seeds" in claim.measured
+    diverged = {**wins, ("ed", 1): (None, None)}  # a diverged run never makes a comparison hold
+    assert not lebm_eval.ordering_claim(_scores(diverged), "fid_prior", "cd").holds
+    with pytest.raises(ValueError, match="sm"):
+        lebm_eval.ordering_claim(_scores(wins), "fid_prior", "sm")
+    with pytest.raises(ValueError, match="metric"):
+        lebm_eval.ordering_claim(_scores(wins), "accuracy", "cd")
+
+
+def test_demonstration_claims_fail_for_a_diverged_run_and_a_useless_prior():
+    scores = {"mean_image_mse": 0.1, "fid_real": 1.0}
+    good = {"method": "ed", "seed": 0, "fid_prior": 5.0, "fid_gaussian": 20.0, "recon_mse": 0.01, "outcome": "finished"}
+    assert all(c.holds for c in lebm_eval.demonstration_claims(good, scores))
+    useless = {**good, "fid_prior": 19.5}  # no better than N(0, I) by more than the FID's noise
+    assert [c.holds for c in lebm_eval.demonstration_claims(useless, scores)] == [True, False]
+    diverged = {**good, "fid_prior": None, "fid_gaussian": None, "recon_mse": None, "outcome": "diverged at step 7 (loss_e)"}
+    (claim,) = lebm_eval.demonstration_claims(diverged, scores)
+    assert claim.holds is False and "diverged at step 7" in claim.measured
+
+
+def test_summary_rows_give_mean_and_range_and_show_divergence():
+    rows = [{"method": "ed", "seed": s, "fid_prior": f, "fid_gaussian": 30.0, "recon_mse": 0.01, "recon_accuracy": 0.9,
+             "seconds_per_iteration": 0.2, "outcome": "finished"} for s, f in enumerate((10.0, 12.0, 14.0))]
+    rows.append({"method": "sm", "seed": 0, **{k: None for k in lebm_eval.METRICS}, "outcome": "diverged at step 3 (loss_e)"})
+    table = lebm_eval.summary_rows({"rows": rows})
+    assert table[0][0] == "ED-LEBM" and table[0][1] == "12.0 (10.0–14.0)"
+    assert table[1][0] == "SM-LEBM" and "diverged at step 3" in table[1][1]
+
+
+def test_images_survive_the_results_file_encoding():
+    images = torch.rand(5, 1, 28, 28) * 2 - 1
+    back = lebm_eval.from_uint8(lebm_eval._to_uint8(images))
+    assert back.shape == images.shape and (back - images).abs().max() <= 1 / 127.5 + 1e-6
+    with pytest.raises(ValueError, match="pixels"):
+        lebm_eval.from_uint8([[1, 2, 3]])
 
 
 def test_iterations_generator_size_and_departures():
     authors = lebm.LEBMConfig()
-    assert lebm.iterations(authors) == 30 * 235  # ⌈60 000 / 256⌉ = 235 batches per epoch
-    assert lebm.iterations(authors.replace(n_train=100, batch_size=64, epochs=2)) == 2 * 2
-    assert lebm.iterations(authors.replace(n_train=10**6), n_available=512) == 30 * 2
+    assert lebm_eval.iterations(authors) == 30 * 235  # ⌈60 000 / 256⌉ = 235 batches per epoch
+    assert lebm_eval.iterations(authors.replace(n_train=100, batch_size=64, epochs=2)) == 2 * 2
+    assert lebm_eval.iterations(authors.replace(n_train=10**6), n_available=512) == 30 * 2
     for ngf, nz in ((128, 64), (3, 5)):
-        assert lebm.generator_size(ngf, nz) == sum(p.numel() for p in lebm.Generator(nz, ngf).parameters())
-    assert lebm.departures(authors) == [] and lebm.departures(authors.replace(prior_loss="cd", seed=4)) == []
-    assert lebm.departures(authors.replace(ngf=16, lr_g=5e-4)) == [("ngf", 16, 128), ("lr_g", 5e-4, 1e-4)]
+        assert lebm_eval.generator_size(ngf, nz) == sum(p.numel() for p in lebm.Generator(nz, ngf).parameters())
+    assert lebm_eval.departures(authors) == [] and lebm_eval.departures(authors.replace(prior_loss="cd", seed=4)) == []
+    assert lebm_eval.departures(authors.replace(ngf=16, lr_g=5e-4)) == [("ngf", 16, 128), ("lr_g", 5e-4, 1e-4)]
     with pytest.raises(ValueError, match="config"):
-        lebm.iterations({"epochs": 1})
+        lebm_eval.iterations({"epochs": 1})
     with pytest.raises(ValueError, match="ngf"):
-        lebm.generator_size(0)
+        lebm_eval.generator_size(0)
 
 
 def test_moving_average():
-    assert lebm.moving_average([1.0, 2.0, 3.0, 4.0], window=2).tolist() == [1.0, 2.0, 3.0, 4.0]  # window ≤ len/10 → 1
+    assert lebm_eval.moving_average([1.0, 2.0, 3.0, 4.0], window=2).tolist() == [1.0, 2.0, 3.0, 4.0]  # window ≤ len/10 → 1
     values = list(range(100))
-    smooth = lebm.moving_average(values, window=5)
+    smooth = lebm_eval.moving_average(values, window=5)
     assert len(smooth) == 96 and smooth[0] == pytest.approx(2.0) and smooth[-1] == pytest.approx(97.0)
-    assert len(lebm.moving_average(values, window=25)) == 91  # shrinks to len/10 = 10
+    assert len(lebm_eval.moving_average(values, window=25)) == 91  # shrinks to len/10 = 10
     with pytest.raises(ValueError, match="values"):
-        lebm.moving_average([])
+        lebm_eval.moving_average([])
     with pytest.raises(ValueError, match="window"):
-        lebm.moving_average(values, window=0)
+        lebm_eval.moving_average(values, window=0)
 
 
 def test_seconds_per_iteration_and_run_line():
     record = fake_record(lebm.LEBMConfig(**TINY), steps=10, seconds=2.0)
-    assert lebm.seconds_per_iteration(record) == pytest.approx(0.2)
-    line = lebm.run_line(record, "ED-LEBM")
+    assert lebm_eval.seconds_per_iteration(record) == pytest.approx(0.2)
+    line = lebm_eval.run_line(record, "ED-LEBM")
     assert line.startswith("ED-LEBM (trained): 10 iterations") and "0.200 s per iteration" in line and "finished" in line
     assert "test CPU" in line and "load 0.5→0.7" in line
     record.cached = True
-    assert "loaded from the cache" in lebm.run_line(record, "ED-LEBM")
+    assert "loaded from the cache" in lebm_eval.run_line(record, "ED-LEBM")
     with pytest.raises(ValueError, match="no training iterations"):
-        lebm.seconds_per_iteration(fake_record(lebm.LEBMConfig(**TINY), steps=0))
+        lebm_eval.seconds_per_iteration(fake_record(lebm.LEBMConfig(**TINY), steps=0))
     with pytest.raises(ValueError, match="record"):
-        lebm.seconds_per_iteration("not a record")
+        lebm_eval.seconds_per_iteration("not a record")
 
 
 def test_generate_and_reconstruct_validate_their_input():

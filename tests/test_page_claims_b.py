@@ -16,7 +16,7 @@ import torch
 from edrepro import losses, metrics
 from edrepro.book import runs
 from edrepro.book.claims import Claim, InstrumentCheck
-from edrepro.chapters import ablation, benchmark, density, discrete, lebm, mnist_eval
+from edrepro.chapters import ablation, benchmark, density, discrete, lebm, lebm_eval, mnist_eval
 
 TOL = metrics.EDGE_BAND_TOLERANCE
 
@@ -174,9 +174,9 @@ def test_reconstruction_claim_fails_for_a_model_that_ignores_the_image():
     train_x, test_x = torch.rand(200, 1, 28, 28, generator=g) * 2 - 1, torch.rand(50, 1, 28, 28, generator=g) * 2 - 1
     mean_mse = mnist_eval.mean_image_mse(train_x, test_x)
     close = (test_x + 0.1 * torch.randn(test_x.shape, generator=g)).clamp(-1, 1)
-    assert lebm.reconstruction_claim(mnist_eval.reconstruction_mse(test_x, close), mean_mse).holds is True
+    assert lebm_eval.reconstruction_claim(mnist_eval.reconstruction_mse(test_x, close), mean_mse).holds is True
     ignores = train_x.mean(0, keepdim=True).expand_as(test_x)  # the same answer whatever the image
-    assert lebm.reconstruction_claim(mnist_eval.reconstruction_mse(test_x, ignores), mean_mse).holds is False
+    assert lebm_eval.reconstruction_claim(mnist_eval.reconstruction_mse(test_x, ignores), mean_mse).holds is False
 
 
 def test_prior_fid_claim_fails_for_a_prior_no_better_than_the_gaussian():
@@ -186,10 +186,10 @@ def test_prior_fid_claim_fails_for_a_prior_no_better_than_the_gaussian():
     gaussian = torch.randn(2000, 8, generator=g, dtype=torch.float64) + 1.0  # the generator alone: far off
     prior = torch.randn(2000, 8, generator=g, dtype=torch.float64) + 0.1  # a prior that closes most of the gap
     fid = {k: mnist_eval.fid_from_features(v, reference) for k, v in (("real", real), ("gauss", gaussian), ("prior", prior))}
-    assert lebm.prior_fid_claim(fid["gauss"], fid["prior"], fid["real"]).holds is True
-    assert lebm.prior_fid_claim(fid["gauss"], fid["gauss"], fid["real"]).holds is False  # the prior is N(0, I) itself
-    assert lebm.prior_fid_claim(fid["gauss"], fid["gauss"] + 1, fid["real"]).holds is False  # the prior makes it worse
-    assert lebm.prior_fid_claim(fid["gauss"], math.inf, fid["real"]).holds is False  # a broken prior
+    assert lebm_eval.prior_fid_claim(fid["gauss"], fid["prior"], fid["real"]).holds is True
+    assert lebm_eval.prior_fid_claim(fid["gauss"], fid["gauss"], fid["real"]).holds is False  # the prior is N(0, I) itself
+    assert lebm_eval.prior_fid_claim(fid["gauss"], fid["gauss"] + 1, fid["real"]).holds is False  # the prior makes it worse
+    assert lebm_eval.prior_fid_claim(fid["gauss"], math.inf, fid["real"]).holds is False  # a broken prior
 
 
 class _Lookup(torch.nn.Module):
@@ -315,7 +315,7 @@ def test_w_share_and_coupling_errors():
 @pytest.mark.parametrize("name, functions", [
     ("density_ablations", ["ablation.stabilisation_claim", "ablation.flatness_claim", "ablation.loss_bound_check"]),
     ("density_benchmark", ["benchmark.stability_claim", "benchmark.top_k_claim", "benchmark.nll_kinds"]),
-    ("edlebm_mnist", ["lebm.reconstruction_claim", "lebm.prior_fid_claim", "mnist_eval.classifier_check"]),
+    ("edlebm_mnist", ["lebm_eval.demonstration_claims", "lebm_eval.ordering_claim", "mnist_eval.classifier_check"]),
     ("discrete_ed", ["discrete.learning_claim", "discrete.ising_claims", "discrete.rbm_claims", "discrete.mixing_checks"]),
 ])
 def test_the_pages_assert_only_claims_computed_by_the_package(name, functions):

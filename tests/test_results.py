@@ -90,3 +90,17 @@ def test_the_page_says_when_the_code_differs_from_the_stored_results(exported, m
     finally:
         monkeypatch.undo()
         identity.code_identity.cache_clear()
+
+
+def test_the_image_comparison_results_hold_every_scored_run():
+    from edrepro.chapters import lebm_eval
+
+    loaded = results.load("edlebm_mnist", "long", ROOT)
+    assert loaded is not None, "results/edlebm_mnist/long.json is missing: python -m edrepro sweep/export edlebm_mnist --profile long"
+    lebms = [r for r in loaded.records if r.spec.kind == "lebm"]
+    scored = {(row["method"], row["seed"]) for row in loaded.extras["rows"]}
+    assert scored == {(r.spec.method, r.spec.seed) for r in lebms} and len(scored) == 9  # 3 seeds x ED, CD, SM
+    assert all(row[k] is not None for row in loaded.extras["rows"] for k in lebm_eval.METRICS)
+    first = [row for row in loaded.extras["rows"] if row["seed"] == 0]
+    assert all(len(row["samples"]) == lebm_eval.GRID_IMAGES for row in first)  # the page's grids, as small arrays
+    assert [r[0] for r in lebm_eval.summary_rows(loaded.extras)] == ["ED-LEBM", "CD-LEBM", "SM-LEBM"]

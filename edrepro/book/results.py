@@ -36,8 +36,10 @@ SWEEP_LOG = "sweeps.jsonl"
 
 EXTRAS: dict[str, str] = {
     "density_estimation": "edrepro.chapters.density:export_extras",
+    "edlebm_mnist": "edrepro.chapters.lebm_eval:export_extras",
 }
-"""Notebook → the chapter function computing the small plot data stored beside the records."""
+"""Notebook → the chapter function ``f(records, parameters)`` computing the small data a page shows
+beside the records (plot grids, scores of the trained models), from the runs in page order."""
 
 
 @dataclass
@@ -168,12 +170,13 @@ def export(root: Path, name: str, profile: str, overrides: Mapping[str, str] | N
         "cpu_seconds": round(sum(r.cpu_seconds for r in records), 1),
     }
     extras = {}
+    parameters = effective_params(root, name, profile, dict(overrides or {}))
     if name in EXTRAS:
         module, _, function = EXTRAS[name].partition(":")
-        extras = getattr(importlib.import_module(module), function)(records)
+        extras = getattr(importlib.import_module(module), function)(records, parameters)
     payload = {
         "notebook": name, "profile": profile, "provenance": provenance,
-        "parameters": effective_params(root, name, profile, dict(overrides or {})),
+        "parameters": parameters,
         "records": [{**r.to_dict(), "series": {}} for r in records], "extras": extras,
     }
     path = results_path(root, name, profile)

@@ -502,9 +502,10 @@ def summary_markdown(rows: Iterable[Mapping[str, Any]], threshold: float = 0.1) 
     return "\n".join(lines)
 
 
-def export_extras(records: Sequence[runs.RunRecord], n: int = 100) -> dict[str, Any]:
+def export_extras(records: Sequence[runs.RunRecord], params: Mapping[str, Any] | None = None, n: int = 100) -> dict[str, Any]:
     """Small plot data kept with exported results: for the first seed of each method, the EMA model's
-    density normalised on an ``n`` × ``n`` grid over the data set's box (rows along x₂)."""
+    density normalised on an ``n`` × ``n`` grid over the data set's box (rows along x₂). The page's
+    ``params`` are not needed: the grid depends on the runs alone."""
     from ..plotting import grid_density
 
     first: dict[str, runs.RunRecord] = {}
