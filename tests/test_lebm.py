@@ -343,6 +343,8 @@ def test_demonstration_claims_fail_for_a_diverged_run_and_a_useless_prior():
     scores = {"mean_image_mse": 0.1, "fid_real": 1.0}
     good = {"method": "ed", "seed": 0, "fid_prior": 5.0, "fid_gaussian": 20.0, "recon_mse": 0.01, "outcome": "finished"}
     assert all(c.holds for c in lebm_eval.demonstration_claims(good, scores))
+    assert "seed" not in lebm_eval.demonstration_claims(good, scores)[0].statement
+    assert "(seed 0)" in lebm_eval.demonstration_claims(good, scores, name_seed=True)[0].statement
     useless = {**good, "fid_prior": 19.5}  # no better than N(0, I) by more than the FID's noise
     assert [c.holds for c in lebm_eval.demonstration_claims(useless, scores)] == [True, False]
     diverged = {**good, "fid_prior": None, "fid_gaussian": None, "recon_mse": None, "outcome": "diverged at step 7 (loss_e)"}

@@ -336,13 +336,15 @@ def ordering_claim(scores: Mapping[str, Any], metric: str, other: str) -> Any:
                  f"{shown} ({sum(wins)} of {len(pairs)} seeds)", bool(pairs) and all(wins))
 
 
-def demonstration_claims(row: Mapping[str, Any], scores: Mapping[str, Any]) -> list[Any]:
+def demonstration_claims(row: Mapping[str, Any], scores: Mapping[str, Any], name_seed: bool = False) -> list[Any]:
     """The claims of the authors' demonstration for one scored run (a row of :func:`score_page`):
     :func:`reconstruction_claim` and :func:`prior_fid_claim` against the page's yardsticks. A diverged
-    run fails both, with its outcome as the measurement."""
+    run fails both, with its outcome as the measurement. ``name_seed`` puts the run's seed in the
+    statements (a page with several seeds); otherwise a claim reads the same for every seed, so that
+    ``python -m edrepro claims`` counts it across seeds."""
     from ..book.claims import Claim
 
-    name = f"{METHOD_NAMES[row['method']]} (seed {row['seed']})"
+    name = METHOD_NAMES[row["method"]] + (f" (seed {row['seed']})" if name_seed else "")
     if row["fid_prior"] is None:
         return [Claim(f"{name} reconstructs and samples", row["outcome"], False)]
     return [reconstruction_claim(row["recon_mse"], scores["mean_image_mse"], name=name),
