@@ -420,3 +420,13 @@ def test_generate_and_reconstruct_validate_their_input():
         lebm.generate(model, 0)
     with pytest.raises(ValueError, match="images"):
         lebm.reconstruct(model, torch.zeros(3, 28, 28))
+
+
+def test_orderings_text_counts_and_names_what_does_not_hold():
+    from edrepro.book.claims import Claim
+
+    held, missed = [Claim("a", "", True)], [Claim("b", "", False), Claim("c", "", False)]
+    text = lebm_eval.orderings_text(held, missed)
+    assert text.startswith("Of the 3 comparisons, 1 holds on every seed and is asserted") and "2 do not" in text and "(b; c)" in text
+    assert lebm_eval.orderings_text(held + held, []).endswith("reproduce every one.")
+    assert "0 hold on every seed;" in lebm_eval.orderings_text([], missed)

@@ -309,6 +309,8 @@ def summary_rows(scores: Mapping[str, Any]) -> list[list[Any]]:
     return out
 
 
+ORDERED_METRICS = {"fid_prior": "FID of prior samples", "recon_mse": "reconstruction MSE"}
+
 ORDERINGS = (("fid_prior", "cd"), ("fid_prior", "sm"), ("recon_mse", "cd"), ("recon_mse", "sm"))
 """The paper's ordering, as comparisons of ED against another method: (metric, other method); lower is better."""
 
@@ -332,7 +334,7 @@ def ordering_claim(scores: Mapping[str, Any], metric: str, other: str) -> Any:
     wins = [a is not None and b is not None and a < b for _, a, b in pairs]
     fmt = ".1f" if metric.startswith("fid") else ".4f"
     shown = "; ".join(f"seed {s}: {'–' if a is None else format(a, fmt)} vs {'–' if b is None else format(b, fmt)}" for s, a, b in pairs)
-    return Claim(f"ED-LEBM's {METRIC_LABELS[metric]} is below {METHOD_NAMES[other]}'s on every seed",
+    return Claim(f"ED-LEBM's {ORDERED_METRICS[metric]} is below {METHOD_NAMES[other]}'s on every seed",
                  f"{shown} ({sum(wins)} of {len(pairs)} seeds)", bool(pairs) and all(wins))
 
 
@@ -351,13 +353,16 @@ def demonstration_claims(row: Mapping[str, Any], scores: Mapping[str, Any], name
             prior_fid_claim(row["fid_gaussian"], row["fid_prior"], scores["fid_real"], name=name)]
 
 
-def missed_orderings_text(missed: Sequence[Any]) -> str:
-    """The sentence the page prints about the orderings that do not hold on every seed."""
+def orderings_text(held: Sequence[Any], missed: Sequence[Any]) -> str:
+    """The page's sentence on the paper's orderings: how many hold on every seed (asserted) and which do not."""
+    n = len(held) + len(missed)
+    text = f"Of the {n} comparisons, {len(held)} {'holds' if len(held) == 1 else 'hold'} on every seed"
+    text += " and " + ("is" if len(held) == 1 else "are") + " asserted with the demonstration's claims below" if held else ""
     if not missed:
-        return "the stored runs reproduce every one."
+        return text + "; the stored runs reproduce every one."
     which = "; ".join(c.statement for c in missed)
-    return (f"{len(missed)} do not, so this budget does not reproduce the paper's ordering there ({which}): "
-            "the table after the claims shows what was measured.")
+    return (text + f"; {len(missed)} {'does' if len(missed) == 1 else 'do'} not, so this budget does not reproduce the paper's "
+            f"ordering there ({which}): the table after the claims shows what was measured.")
 
 
 # ----------------------------------------------------------------------------- the page's figures
