@@ -35,6 +35,13 @@ EXTRA_PROFILES = ("long",)
 """Profiles a page may add (``notebooks/params/NAME/long.yaml``): a budget between ``quick`` and ``paper``
 whose results are precomputed and kept in ``results/NAME/long.json``."""
 ALL_PROFILES = PROFILES + EXTRA_PROFILES
+
+
+def check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`ALL_PROFILES`, else a ValueError naming them."""
+    if profile not in ALL_PROFILES:
+        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
+    return profile
 CACHE_FIELD = "edrepro"
 
 
@@ -105,8 +112,7 @@ def params_path(root: Path, name: str, profile: str) -> Path:
 
 def load_params(root: Path, name: str, profile: str) -> dict:
     """Parameters of notebook ``name`` under ``profile`` (an empty file means the defaults)."""
-    if profile not in ALL_PROFILES:
-        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
+    check_profile(profile)
     path = params_path(root, name, profile)
     if not path.is_file():
         raise FileNotFoundError(f"no parameter file for notebook {name!r} and profile {profile!r}: expected {path}")
@@ -193,8 +199,7 @@ def page_check(name: str):
 def check_pages(root: Path, names: list[str], profile: str, overrides: dict[str, str] | None = None) -> dict[str, dict]:
     """Every check the pages ``names`` would make, before any work: the names (:func:`check_names`), then each
     page's parameters under ``profile`` and ``overrides`` (:func:`effective_params`). Returns them by name."""
-    if profile not in ALL_PROFILES:
-        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
+    check_profile(profile)
     return {name: effective_params(root, name, profile, overrides) for name in check_names(root, names)}
 
 
@@ -381,8 +386,7 @@ def run_notebooks(
     """Execute several notebooks, ``jobs`` at a time (each in its own process when ``jobs`` > 1),
     printing one line per notebook as it starts and ends; the notebooks of :data:`TIMED_ALONE` run
     last, one at a time. The first failure is raised after the notebooks already running have finished."""
-    if profile not in ALL_PROFILES:
-        raise ValueError(f"profile must be one of {list(ALL_PROFILES)}, got {profile!r}")
+    check_profile(profile)
     names = list(names) if names else notebook_names(root)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
