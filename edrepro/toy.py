@@ -122,6 +122,8 @@ class Toy2D:
     _sample: Callable[[int, torch.Generator | None, torch.dtype], torch.Tensor] = field(repr=False)
     _log_prob: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     dim: int = 2
+    _labelled: Callable[[int, torch.Generator | None, torch.dtype], tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, repr=False)
+    n_classes: int | None = None
 
     @property
     def has_log_prob(self) -> bool:
@@ -131,6 +133,19 @@ class Toy2D:
         """n fresh samples, shape (n, 2)."""
         _checks.positive_int("n", n)
         return self._sample(n, generator, torch.get_default_dtype())
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labelled is not None
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n fresh samples with the component each came from: (x of shape (n, 2), labels of shape (n,),
+        integers in [0, n_classes)). The same random draws as :meth:`sample`, so ``x`` equals
+        ``sample(n, generator)`` for a generator in the same state."""
+        if self._labelled is None:
+            raise ValueError(f"data set {self.name!r} has no labels; labelled sets: {list(LABELLED)}")
+        _checks.positive_int("n", n)
+        return self._labelled(n, generator, torch.get_default_dtype())
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density, (B, 2) → (B,); NotImplementedError where no closed form exists."""
@@ -155,13 +170,19 @@ def _isotropic_mixture_log_prob(x: torch.Tensor, centres: torch.Tensor, std: flo
     return torch.logsumexp(log_comp, dim=1) - math.log(c.shape[0])
 
 
-def _isotropic_mixture_sample(centres: torch.Tensor, std: float) -> Callable:
-    def sample(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+def _isotropic_mixture_labelled(centres: torch.Tensor, std: float) -> Callable:
+    """Sampler of (x, index of its centre) for the equal-weight mixture of N(c_k, std²·I)."""
+
+    def sample(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(centres.shape[0], (n,), generator=generator)
         noise = torch.randn(n, 2, generator=generator, dtype=dtype)
-        return centres.to(dtype)[idx] + std * noise
+        return centres.to(dtype)[idx] + std * noise, idx
 
     return sample
+
+
+def _unlabelled(labelled: Callable) -> Callable:
+    return lambda n, generator, dtype: labelled(n, generator, dtype)[0]
 
 
 # 25gaussians -------------------------------------------------------------------------
@@ -223,14 +244,15 @@ def _checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
 _PW_ARMS, _PW_RADIAL, _PW_TANGENTIAL, _PW_RATE, _PW_SCALE = 5, 0.3, 0.1, 0.25, 2.0
 
 
-def _pinwheel_sample(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
-    arm = torch.randint(_PW_ARMS, (n,), generator=generator).to(dtype)
+def _pinwheel_labelled(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    arm_index = torch.randint(_PW_ARMS, (n,), generator=generator)
+    arm = arm_index.to(dtype)
     z = torch.randn(n, 2, generator=generator, dtype=dtype)
     a = 1.0 + _PW_RADIAL * z[:, 0]
     b = _PW_TANGENTIAL * z[:, 1]
     angle = 2.0 * math.pi * arm / _PW_ARMS + _PW_RATE * torch.exp(a)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    return _PW_SCALE * torch.stack([cos * a - sin * b, sin * a + cos * b], dim=1)
+    return _PW_SCALE * torch.stack([cos * a - sin * b, sin * a + cos * b], dim=1), arm_index
 
 
 # 2spirals ----------------------------------------------------------------------------
@@ -249,12 +271,13 @@ def _spirals_sample(n: int, generator: torch.Generator | None, dtype: torch.dtyp
 _MOON_SCALE, _MOON_STD = 2.0, 0.1
 
 
-def _moons_sample(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+def _moons_labelled(n: int, generator: torch.Generator | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     phi = math.pi * torch.rand(n, generator=generator, dtype=dtype)
-    sign = 2.0 * torch.randint(2, (n,), generator=generator).to(dtype) - 1.0
+    moon = torch.randint(2, (n,), generator=generator)
+    sign = 2.0 * moon.to(dtype) - 1.0
     noise = torch.randn(n, 2, generator=generator, dtype=dtype)
     arc = torch.stack([torch.cos(phi) - 0.5, torch.sin(phi) - 0.25], dim=1)
-    return sign[:, None] * _MOON_SCALE * arc + _MOON_STD * noise
+    return sign[:, None] * _MOON_SCALE * arc + _MOON_STD * noise, moon
 
 
 # swissroll ---------------------------------------------------------------------------
@@ -270,11 +293,12 @@ def _swissroll_sample(n: int, generator: torch.Generator | None, dtype: torch.dt
 _SETS = (
     Toy2D(
         "25gaussians", (-4.0, 4.0), (0.0, 0.0), 2 * (8.0 + _STD25**2 * _S25**2) / _S25**2,
-        _isotropic_mixture_sample(_C25, _STD25), lambda x: _isotropic_mixture_log_prob(x, _C25, _STD25),
+        _unlabelled(_isotropic_mixture_labelled(_C25, _STD25)), lambda x: _isotropic_mixture_log_prob(x, _C25, _STD25),
+        _labelled=_isotropic_mixture_labelled(_C25, _STD25), n_classes=25,
     ),
     Toy2D(
         "8gaussians", (-4.0, 4.0), (0.0, 0.0), _R8**2 + 2 * _STD8**2,
-        _isotropic_mixture_sample(_C8, _STD8), lambda x: _isotropic_mixture_log_prob(x, _C8, _STD8),
+        _unlabelled(_isotropic_mixture_labelled(_C8, _STD8)), lambda x: _isotropic_mixture_log_prob(x, _C8, _STD8),
     ),
     Toy2D(
         "rings", (-4.0, 4.0), (0.0, 0.0), sum(r * r for r in _RING_RADII) / len(_RING_RADII) + 2 * _RING_STD**2,
@@ -283,14 +307,14 @@ _SETS = (
     Toy2D("checkerboard", (-4.0, 4.0), (0.0, 0.0), 2 * (5.0 + 1.0 / 3.0), _checkerboard_sample, _checkerboard_log_prob),
     Toy2D(
         "pinwheel", (-4.0, 4.0), (0.0, 0.0), _PW_SCALE**2 * (1.0 + _PW_RADIAL**2 + _PW_TANGENTIAL**2),
-        _pinwheel_sample,
+        _unlabelled(_pinwheel_labelled), _labelled=_pinwheel_labelled, n_classes=_PW_ARMS,
     ),
     # E θ² = (3π)²·E[u] = 4.5π², so E|x|² = 4.5π²/9 + 2·0.1².
     Toy2D("2spirals", (-4.0, 4.0), (0.0, 0.0), 0.5 * math.pi**2 + 2 * _SP_STD**2, _spirals_sample),
     # E(cos φ − ½)² = ¾ and E(sin φ − ¼)² = 9/16 − 1/π for φ ~ U(0, π).
     Toy2D(
         "moons", (-4.0, 4.0), (0.0, 0.0), _MOON_SCALE**2 * (0.75 + 9.0 / 16.0 - 1.0 / math.pi) + 2 * _MOON_STD**2,
-        _moons_sample,
+        _unlabelled(_moons_labelled), _labelled=_moons_labelled, n_classes=2,
     ),
     # t ~ U(1.5π, 4.5π): E[t cos t] = 2, E[t sin t] = 2/(3π), E t² = 9.75π².
     Toy2D(
@@ -301,6 +325,9 @@ _SETS = (
 
 NAMES: tuple[str, ...] = tuple(s.name for s in _SETS)
 _REGISTRY: dict[str, Toy2D] = {s.name: s for s in _SETS}
+LABELLED: tuple[str, ...] = tuple(s.name for s in _SETS if s.has_labels)
+"""The sets whose points carry the component they came from (:meth:`Toy2D.sample_labelled`): the
+25 Gaussians labelled by mode, the pinwheel by arm, the moons by moon."""
 
 
 def get(name: str) -> Toy2D:

@@ -178,6 +178,7 @@ PAGE_CHECKS: dict[str, str] = {
     "density_ablations": "edrepro.chapters.ablation:check_params",
     "edlebm_mnist": "edrepro.chapters.lebm_eval:check_params",
     "density_benchmark": "edrepro.chapters.benchmark:check_params",
+    "jem": "edrepro.chapters.jem_page:check_params",
 }
 """Notebook → the chapter function that checks the rules tying its parameters together (``methods`` must
 hold ``ed``, ``top_k`` at most ``len(methods)``, ...): it takes the page's parameters and raises a
@@ -527,6 +528,7 @@ PAGE_RUNS: dict[str, str] = {
     "discrete_ed": "edrepro.chapters.discrete:page_specs",
     "edlebm_mnist": "edrepro.chapters.lebm_eval:page_specs",
     "performance": "edrepro.chapters.speed:page_specs",
+    "jem": "edrepro.chapters.jem_page:page_specs",
 }
 """Notebook → the chapter function listing the training runs its page needs (the function the page calls)."""
 

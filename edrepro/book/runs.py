@@ -66,6 +66,7 @@ TRAINERS: dict[str, str] = {
     "rbm": "edrepro.chapters.discrete:train_rbm_spec",
     "lebm": "edrepro.chapters.lebm:train_spec",
     "classifier": "edrepro.chapters.mnist_eval:train_spec",
+    "jem": "edrepro.chapters.jem_runs:train_spec",
 }
 """Run kind → ``module:function`` that trains a :class:`RunSpec` of that kind (see :data:`Trainer`)."""
 
@@ -866,10 +867,14 @@ def _longest_first(specs: list[RunSpec]) -> list[RunSpec]:
     # Dask starts tasks roughly in submission order: the longest first packs the workers better.
     # A rough cost in "2-D ED iterations": an LEBM epoch or an RBM step with its exact likelihood
     # weighs far more than one update of the small networks.
-    per_step = {"lebm": 20_000.0, "classifier": 20_000.0, "rbm": 3.0, "ising": 0.5, "density": 1.0}
+    # A JEM update costs one pass per SGLD step or per ED particle, on the MNIST network about 40 × a 2-D one.
+    per_step = {"lebm": 20_000.0, "classifier": 20_000.0, "rbm": 3.0, "ising": 0.5, "density": 1.0, "jem": 0.5}
 
     def cost(s: RunSpec) -> float:
         m = s.hparams.get("m_particles", 4)
+        if s.kind == "jem":
+            passes = 1 + s.hparams.get("n_steps", s.hparams.get("m_particles", 0))
+            return per_step["jem"] * s.budget * passes * (40.0 if s.dataset == "mnist" else 1.0)
         weight = 0.25 * (1 + m) if s.method == "ed" and isinstance(m, int) else 2.0
         return per_step[s.kind] * s.budget * (weight if s.kind == "density" else 1.0)
 
