@@ -306,6 +306,26 @@ def test_comparison_claims_hold_only_when_ed_wins_on_every_seed():
         density.comparison_claims({"ed": ed}, 0.1)
 
 
+def test_final_quadrature_mse_claim_against_sm_fails_when_sm_is_below_on_one_seed():
+    ed = [_rec("ed", 0, [3, 0.5, 0.08, 0.05]), _rec("ed", 1, [3, 0.4, 0.09, 0.06])]
+    sm = [_rec("sm", 0, [3, 2, 2, 2]), _rec("sm", 1, [3, 2, 2, 2])]
+    claim = density.comparison_claims({"ed": ed, "sm": sm}, 0.1, "mse_grid")[0]
+    assert claim.statement == "ED's final MSE (quadrature) is below SM's on every seed" and claim.holds is True
+    # SM's exact (unflagged) quadrature MSE below ED's on seed 1; its importance-sampling MSE stays above
+    sm_wins_one = [sm[0], _rec("sm", 1, [3, 2, 2, 2], grid=[3, 2, 2, 0.01])]
+    assert density.comparison_claims({"ed": ed, "sm": sm_wins_one}, 0.1, "mse_grid")[0].holds is False
+    assert density.comparison_claims({"ed": ed, "sm": sm_wins_one}, 0.1, "mse")[0].holds is True
+
+
+def test_reach_claim_fails_for_a_finished_run_that_never_gets_under_the_threshold():
+    sm = [_rec("sm", 0, [3, 2, 2, 2]), _rec("sm", 1, [3, 2, 2, 2])]
+    reaches = [_rec("ed", 0, [3, 0.5, 0.08, 0.05]), _rec("ed", 1, [3, 0.4, 0.09, 0.06])]
+    short = [reaches[0], _rec("ed", 1, [3, 0.4, 0.2, 0.15])]  # finished, finite, never ≤ 0.1 on seed 1
+    for metric in ("mse", "mse_grid"):
+        assert density.comparison_claims({"ed": reaches, "sm": sm}, 0.1, metric)[1].holds is True
+        claim = density.comparison_claims({"ed": short, "sm": sm}, 0.1, metric)[1]
+        assert "reaches" in claim.statement and claim.holds is False and "seed 1: never" in claim.measured
+
 def test_conditions_in_words():
     c = {"threads": 1, "cores": 2, "cpu": "Xeon", "device": "cpu", "date": "2026-01-01 10:00", "load_start": 0.5, "load_end": 1.25}
     a = _rec("ed", 0, [1, 1, 1, 1], conditions=c)

@@ -63,6 +63,14 @@ def test_instrument_check_fails_when_the_mass_is_off(limits):
     assert not interpolation.instrument_checks(broken)[0].passes
 
 
+def test_instrument_check_fails_when_the_components_are_smoothed_with_the_wrong_variance(monkeypatch):
+    """Each component smoothed with variance 2t: still a density (the mass check passes), but not N(m, σ² + t)."""
+    smooth = interpolation.log_gaussian_smoothing
+    monkeypatch.setattr(interpolation, "log_gaussian_smoothing", lambda log_f, t, *rest: smooth(log_f, 2 * t, *rest))
+    wrong = interpolation.interpolation_curves([1e-2, 1.0], MODELS, rho_true=0.2, points_per_sd=8)
+    assert [c.passes for c in interpolation.instrument_checks(wrong)] == [True, False]
+
+
 # --- closed forms ---------------------------------------------------------------------------
 
 

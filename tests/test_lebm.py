@@ -339,6 +339,16 @@ def test_ordering_claim_holds_only_when_ed_wins_on_every_seed():
         lebm_eval.ordering_claim(_scores(wins), "accuracy", "cd")
 
 
+def test_reconstruction_ordering_against_sm_holds_only_when_ed_wins_on_every_seed():
+    # ED's FID is worse than SM's throughout: the (recon_mse, sm) claim reads the reconstruction MSE only
+    wins = {("ed", s): (30.0, 0.02 + 0.001 * s) for s in range(3)} | {("sm", s): (20.0, 0.03) for s in range(3)}
+    assert lebm_eval.ordering_claim(_scores(wins), "recon_mse", "sm").holds
+    swapped = {(("sm" if m == "ed" else "ed"), s): v for (m, s), v in wins.items()}  # the methods swapped
+    assert not lebm_eval.ordering_claim(_scores(swapped), "recon_mse", "sm").holds
+    one_loss = {**wins, ("ed", 1): (30.0, 0.05)}  # ED's reconstruction MSE above SM's on seed 1 of three
+    claim = lebm_eval.ordering_claim(_scores(one_loss), "recon_mse", "sm")
+    assert not claim.holds and "2 of 3 seeds" in claim.measured
+
 def test_demonstration_claims_fail_for_a_diverged_run_and_a_useless_prior():
     scores = {"mean_image_mse": 0.1, "fid_real": 1.0}
     good = {"method": "ed", "seed": 0, "fid_prior": 5.0, "fid_gaussian": 20.0, "recon_mse": 0.01, "outcome": "finished"}
