@@ -381,6 +381,19 @@ def run_folder(spec: RunSpec, root: str | os.PathLike | None = None) -> Path:
     return root_folder(root) / spec.kind / spec.label
 
 
+def json_text(value: Any, depth: int = 0) -> str:
+    """JSON with one key or nested item per line, indented by one space per level, and every list that holds
+    no list or dict on a single line: a curve or an image row costs one line, not one line per number.
+    ``json.loads`` of it gives back exactly what ``json.dumps`` would have written."""
+    pad = " " * (depth + 1)
+    if isinstance(value, Mapping) and value:
+        items = [f"{pad}{json.dumps({key: None})[1:-7]}: {json_text(item, depth + 1)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        return "[\n" + ",\n".join(pad + json_text(item, depth + 1) for item in value) + "\n" + " " * depth + "]"
+    return json.dumps(value)
+
+
 def save_atomic(path: str | os.PathLike, payload: Any) -> None:
     """Write ``payload`` to ``path`` (``torch.save``; JSON text for a ``.json`` path) via a temporary
     file unique to this process and thread, renamed into place: readers see the old file or the new one."""
@@ -389,7 +402,7 @@ def save_atomic(path: str | os.PathLike, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         if path.suffix == ".json":
-            tmp.write_text(json.dumps(payload, indent=1))
+            tmp.write_text(json_text(payload))
         else:
             torch.save(payload, tmp)
         os.replace(tmp, path)
