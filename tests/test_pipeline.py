@@ -257,7 +257,7 @@ def test_notebooks_that_measure_speed_run_last_and_alone(monkeypatch):
     assert records[1].name == "performance" and records[0] == "intro"
 
 
-def test_a_claim_repeated_in_a_second_table_is_counted_apart(tmp_path):
+def test_the_rows_of_a_second_table_are_counted_apart_under_its_name(tmp_path):
     import nbformat
 
     def table(*rows):
@@ -266,7 +266,8 @@ def test_a_claim_repeated_in_a_second_table_is_counted_apart(tmp_path):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("", outputs=[table(("A", "yes"), ("B", "yes"))]),
-                nbformat.v4.new_code_cell("", outputs=[table(("A", "**no**"))])]
+                nbformat.v4.new_code_cell("", outputs=[table(("A", "**no**"), ("C", "undecided"))])]
     path = tmp_path / "page.ipynb"
     nbformat.write(nb, path)
-    assert pipeline.claims_of(path) == [("A", True), ("B", True), ("table 2: A", False)]
+    # a statement first seen in the second table is named after its table too
+    assert pipeline.claims_of(path) == [("A", True), ("B", True), ("table 2: A", False), ("table 2: C", False)]

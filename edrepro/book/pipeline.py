@@ -441,13 +441,14 @@ def _run_in_pool(root: Path, names: list[str], profile: str, force: bool, echo, 
 
 def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:
     """The (claim, holds) rows of the claims tables (:func:`edrepro.book.claims.check_claims`) in an executed
-    notebook. A statement found in several tables (e.g. once on the live runs and once on precomputed
-    ones) is named "table N: statement" from its second table on, so that the two are counted apart."""
+    notebook. Every row of the page's second and later tables (e.g. claims on precomputed runs after those
+    on the live ones) is named "table N: statement", so that a statement found in several tables is counted
+    apart and a later table's rows are recognisable as such."""
     import nbformat
 
     from .claims import CLAIMS_HEADER
 
-    rows, seen, table = [], set(), 0
+    rows, table = [], 0
     for cell in nbformat.read(notebook_path, as_version=4).cells:
         for out in cell.get("outputs", []):
             text = out.get("data", {}).get("text/markdown", "") if out.get("output_type") == "display_data" else ""
@@ -456,8 +457,7 @@ def claims_of(notebook_path: Path) -> list[tuple[str, bool]]:
             table += 1
             for line in text.splitlines()[2:]:
                 cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-                name = cells[0] if cells[0] not in seen else f"table {table}: {cells[0]}"
-                seen.add(cells[0])
+                name = cells[0] if table == 1 else f"table {table}: {cells[0]}"
                 rows.append((name, cells[-1] == "yes"))  # "undecided" counts as not holding
     return rows
 
