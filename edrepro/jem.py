@@ -31,8 +31,6 @@ from .nets import MLP
 from .samplers import ReplayBuffer
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
-GENERATIVE_TERMS = ("none", "sgld", "ed")
-"""The generative terms of :func:`joint_loss`: none (a plain classifier), persistent SGLD chains, energy discrepancy."""
 
 
 def marginal_energy(logits: torch.Tensor) -> torch.Tensor:

@@ -95,13 +95,18 @@ def toy_test_set(dataset: str, n: int, seed: int) -> tuple[torch.Tensor, torch.T
     return toy.get(dataset).sample_labelled(_checks.positive_int("n", n), torch.Generator().manual_seed(10_000_019 + seed))
 
 
+def _run_row(record: runs.RunRecord) -> dict[str, Any]:
+    """What every score row says of its run: method, data set, seed, outcome and training seconds per iteration."""
+    return {"method": record.spec.method, "dataset": record.spec.dataset, "seed": record.spec.seed,
+            "outcome": record.outcome_text(), "diverged": record.diverged,
+            "seconds_per_iteration": record.train_seconds / max(record.steps, 1)}
+
+
 def score_toy(record: runs.RunRecord, n_test: int, seed: int) -> dict[str, Any]:
     """Scores of a 2-D run on ``n_test`` held-out points: accuracy, ECE, the box-restricted NLL of p(x),
     the mass of exp(−E) in [−16, 16]² outside the box, the log-density on the heatmap grid; or, for a
     diverged run, only its divergence."""
-    row: dict[str, Any] = {"method": record.spec.method, "dataset": record.spec.dataset, "seed": record.spec.seed,
-                           "outcome": record.outcome_text(), "diverged": record.diverged,
-                           "seconds_per_iteration": record.train_seconds / max(record.steps, 1)}
+    row = _run_row(record)
     if record.diverged:
         return row
     model, _ = jem_runs.load_model(record)
@@ -137,9 +142,7 @@ def ood_sets(test_images: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
 def score_mnist(record: runs.RunRecord, x: torch.Tensor, y: torch.Tensor, ood: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Scores of an MNIST run on test images (x, y): accuracy, ECE, reliability bins, and the AUROC of −E(x)
     (log p(x) up to its constant) on the test digits against each set of ``ood``."""
-    row: dict[str, Any] = {"method": record.spec.method, "dataset": "mnist", "seed": record.spec.seed,
-                           "outcome": record.outcome_text(), "diverged": record.diverged,
-                           "seconds_per_iteration": record.train_seconds / max(record.steps, 1)}
+    row = _run_row(record)
     if record.diverged:
         return row
     model, _ = jem_runs.load_model(record)
@@ -374,7 +377,7 @@ def toy_reading(rows: Sequence[Mapping[str, Any]]) -> str:
     done = [r for r in toy_rows if not r["diverged"]]
     accuracy = (f" Held-out accuracy ranges from {min(r['accuracy'] for r in done):.2%} to "
                 f"{max(r['accuracy'] for r in done):.2%} over the models that finished.") if done else ""
-    return "On this seed the " + "; ".join(parts)[4:] + "." + accuracy
+    return "On this seed " + "; ".join(parts) + "." + accuracy
 
 
 def accuracy_gap_claim(rows: Sequence[Mapping[str, Any]]) -> Claim:
